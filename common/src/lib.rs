@@ -1,0 +1,19 @@
+//! The LiveDTO: what travels on the Kafka topic between `media` (the origin) and `cdn-edge`.
+//!
+//! A record's key is the stream name (so one stream's records stay ordered in one partition), its value is
+//! raw media bytes (a chunk of an MPEG-TS segment, or empty for control messages), and its metadata is one
+//! JSON record header, [`message::META_HEADER`], so a consumer in any language can read it.
+//! This crate does no I/O: it defines the messages, their encoding, chunking and reassembly.
+
+pub mod chunking;
+pub mod message;
+pub mod reassembly;
+pub mod stream_name;
+
+pub use chunking::{split_segment, ChunkPlan};
+pub use message::{
+    decode_meta, encode_meta, DecodeError, LiveMessage, SegmentMeta, StreamEnd, StreamStart,
+    META_HEADER, SCHEMA_VERSION,
+};
+pub use reassembly::{CompleteSegment, ReassemblyError, Reassembler};
+pub use stream_name::{validate_stream_name, StreamNameError};

@@ -1,0 +1,219 @@
+//! Message types and their JSON header encoding (schema version 1).
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the Kafka record header that carries the JSON metadata of every message.
+pub const META_HEADER: &str = "livedto";
+
+/// Version of the metadata schema this build writes and reads. A consumer drops (and counts) messages of
+/// any other version instead of guessing at their meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One message on the topic. Serialized as `{"v":1,"kind":"segment",...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LiveMessage {
+    /// A broadcast started on a stream name (record value empty).
+    StreamStart(StreamStart),
+    /// One chunk of a closed segment (record value: the chunk's bytes).
+    Segment(SegmentMeta),
+    /// A broadcast ended (record value empty); playlists get `#EXT-X-ENDLIST`.
+    StreamEnd(StreamEnd),
+}
+
+impl LiveMessage {
+    /// The stream name the message belongs to (also the record key).
+    pub fn stream(&self) -> &str {
+        match self {
+            LiveMessage::StreamStart(m) => &m.stream,
+            LiveMessage::Segment(m) => &m.stream,
+            LiveMessage::StreamEnd(m) => &m.stream,
+        }
+    }
+}
+
+/// A broadcast began.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamStart {
+    /// Stream name (`live/<stream>` at the RTMP side, `/live/<stream>/` at the edge).
+    pub stream: String,
+    /// Identifier of this broadcast, unique across media restarts.
+    pub broadcast: String,
+    /// Wall-clock time the publisher was accepted, Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Media sequence number the first segment of this broadcast will carry.
+    pub first_seq: u64,
+}
+
+/// A broadcast ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    /// Stream name.
+    pub stream: String,
+    /// The broadcast that ended.
+    pub broadcast: String,
+    /// Wall-clock time the broadcast ended, Unix milliseconds.
+    pub ended_at_ms: u64,
+    /// Sequence number of the broadcast's last segment, if it produced any.
+    pub last_seq: Option<u64>,
+}
+
+/// Metadata of one chunk of one closed MPEG-TS segment. Every chunk of a segment carries the same
+/// metadata except `chunk`; the record value is bytes `[offset, offset + len)` of the segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Stream name.
+    pub stream: String,
+    /// Broadcast the segment belongs to.
+    pub broadcast: String,
+    /// Media sequence number (RFC 8216 6.2.1), fixed at the origin; never goes backwards for a stream name.
+    pub seq: u64,
+    /// Discontinuity sequence number of this segment: how many discontinuities the stream had up to and
+    /// including this segment. Lets every edge render the same `#EXT-X-DISCONTINUITY-SEQUENCE`.
+    pub disc_seq: u64,
+    /// The segment starts a new timeline or codec configuration (`#EXT-X-DISCONTINUITY` before it).
+    pub discontinuity: bool,
+    /// Media duration in seconds (`#EXTINF`).
+    pub duration: f64,
+    /// Target duration in whole seconds the playlist should announce; >= every rounded segment duration
+    /// the broadcast produced so far.
+    pub target_duration: u32,
+    /// First presentation timestamp in the segment, 90 kHz units.
+    pub pts: u64,
+    /// Wall-clock time the origin closed the segment, Unix milliseconds (availability-latency base).
+    pub closed_at_ms: u64,
+    /// RFC 6381 codecs of the tracks, e.g. `avc1.64001f,mp4a.40.2`.
+    pub codecs: String,
+    /// Size of the whole segment in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE 802.3, as zlib's `crc32`) of the whole segment.
+    pub crc32: u32,
+    /// Index of this chunk, 0-based.
+    pub chunk: u32,
+    /// Number of chunks the segment was split into (>= 1).
+    pub chunks: u32,
+    /// Byte offset of this chunk in the segment.
+    pub offset: u64,
+}
+
+/// Why a record's metadata could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The record has no `livedto` header.
+    #[error("record has no `{META_HEADER}` header")]
+    MissingHeader,
+    /// The header is not JSON of the expected shape.
+    #[error("malformed metadata: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// The header names a schema version this build does not read.
+    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    UnsupportedVersion(u64),
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    v: u32,
+    #[serde(flatten)]
+    msg: &'a LiveMessage,
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u64,
+}
+
+/// Encodes a message's metadata as the JSON value of the `livedto` header.
+pub fn encode_meta(msg: &LiveMessage) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&EnvelopeOut {
+        v: SCHEMA_VERSION,
+        msg,
+    })
+    .unwrap_or_default()
+}
+
+/// Decodes the JSON value of a `livedto` header; `None` means the record had no such header.
+pub fn decode_meta(header: Option<&[u8]>) -> Result<LiveMessage, DecodeError> {
+    let raw = header.ok_or(DecodeError::MissingHeader)?;
+    // Check the version before the shape, so a future schema is reported as such, not as garbage.
+    let VersionOnly { v } = serde_json::from_slice(raw)?;
+    if v != u64::from(SCHEMA_VERSION) {
+        return Err(DecodeError::UnsupportedVersion(v));
+    }
+    Ok(serde_json::from_slice(raw)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment() -> SegmentMeta {
+        SegmentMeta {
+            stream: "cam1".into(),
+            broadcast: "b1".into(),
+            seq: 17_000_000_001,
+            disc_seq: 3,
+            discontinuity: false,
+            duration: 2.002,
+            target_duration: 2,
+            pts: 123_456,
+            closed_at_ms: 1_700_000_000_000,
+            codecs: "avc1.64001f,mp4a.40.2".into(),
+            size: 3_000_000,
+            crc32: 0xdead_beef,
+            chunk: 1,
+            chunks: 3,
+            offset: 999_000,
+        }
+    }
+
+    #[test]
+    fn round_trips_every_kind() {
+        let msgs = [
+            LiveMessage::Segment(segment()),
+            LiveMessage::StreamStart(StreamStart {
+                stream: "cam1".into(),
+                broadcast: "b1".into(),
+                started_at_ms: 5,
+                first_seq: 7,
+            }),
+            LiveMessage::StreamEnd(StreamEnd {
+                stream: "cam1".into(),
+                broadcast: "b1".into(),
+                ended_at_ms: 9,
+                last_seq: None,
+            }),
+        ];
+        for msg in msgs {
+            let raw = encode_meta(&msg);
+            assert_eq!(decode_meta(Some(&raw)).expect("decodes"), msg);
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_flat_json_with_version_and_kind() {
+        let raw = encode_meta(&LiveMessage::Segment(segment()));
+        let v: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["kind"], "segment");
+        assert_eq!(v["seq"], 17_000_000_001u64);
+        assert_eq!(v["chunks"], 3);
+    }
+
+    #[test]
+    fn rejects_missing_garbage_and_future_versions() {
+        assert!(matches!(decode_meta(None), Err(DecodeError::MissingHeader)));
+        assert!(matches!(
+            decode_meta(Some(b"{not json")),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_meta(Some(br#"{"v":2,"kind":"segment"}"#)),
+            Err(DecodeError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            decode_meta(Some(br#"{"v":1,"kind":"teleport"}"#)),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,387 @@
+//! Harness for the end-to-end tests: starts the real broker (Tansu), `media` and `cdn-edge` processes on
+//! free loopback ports, publishes with a real ffmpeg, and reads what viewers would read.
+//!
+//! Binaries are taken from `E2E_BIN_DIR` (default: the workspace's `target/debug`), the broker from
+//! `TANSU_BIN` (default: where `scripts/install-deps.sh` builds it). Every child is killed on drop, and its
+//! output goes to a log file under the test's temp directory so a failure can be read afterwards.
+
+pub mod playlist;
+pub mod probe;
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that start at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Directory for this test's logs and files; kept after the run for inspection.
+pub fn work_dir(test: &str) -> PathBuf {
+    let root = std::env::var_os("E2E_WORK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("e2e"));
+    let dir = root.join(format!("{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create e2e work dir");
+    dir
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e lives in the workspace")
+        .to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("E2E_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target").join("debug"));
+    dir.join(name)
+}
+
+/// Path of the Tansu broker binary.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return p.into();
+    }
+    let cache = std::env::var_os("LIVE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("live-video")))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache")
+                .join("live-video")
+        });
+    cache.join("tansu-0.6.0").join("bin").join("tansu")
+}
+
+/// A child process killed (SIGKILL) when dropped unless stopped first.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+    pub started: Instant,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr into `<dir>/<name>.log`.
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        let started = Instant::now();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        Ok(Self {
+            name: name.into(),
+            child,
+            log,
+            started,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for exit; returns whether it exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{} did not exit within {timeout:?} of SIGTERM", self.name)
+    }
+
+    /// Waits for a natural exit (bounded).
+    pub fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} still running after {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on {addr} after {timeout:?}")
+}
+
+/// A running Tansu broker with the topic created.
+pub struct Broker {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub topic: String,
+}
+
+impl Broker {
+    /// Starts Tansu on a free port with in-memory storage and creates `topic` with `partitions`.
+    pub fn start(dir: &Path, topic: &str, partitions: u32) -> Result<Self> {
+        Self::start_with_storage(dir, topic, partitions, "memory://tansu/")
+    }
+
+    /// Starts Tansu with the given storage engine URL (e.g. `sqlite://path.db` for durability).
+    pub fn start_with_storage(
+        dir: &Path,
+        topic: &str,
+        partitions: u32,
+        storage: &str,
+    ) -> Result<Self> {
+        let tansu = tansu_bin();
+        if !tansu.exists() {
+            bail!(
+                "broker not found at {} (run scripts/install-deps.sh or set TANSU_BIN)",
+                tansu.display()
+            );
+        }
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // Tansu listens on IPv4 only: advertise 127.0.0.1, never `localhost`.
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(&tansu);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            storage,
+        ])
+        .env("RUST_LOG", "warn");
+        let proc = Proc::spawn("broker", cmd, dir)?;
+        wait_for_port(addr, Duration::from_secs(20))?;
+        let broker = Self {
+            proc,
+            addr,
+            topic: topic.into(),
+        };
+        broker.create_topic(topic, partitions)?;
+        Ok(broker)
+    }
+
+    /// Creates a topic (retrying while the broker finishes starting).
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let url = format!("tcp://{}", self.addr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new(tansu_bin())
+                .args([
+                    "topic",
+                    "create",
+                    topic,
+                    "--broker",
+                    &url,
+                    "--partitions",
+                    &partitions.to_string(),
+                ])
+                .output()?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "creating topic {topic} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `host:port` for `--kafka-brokers`.
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// A running `media`.
+pub struct Media {
+    pub proc: Proc,
+    pub rtmp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl Media {
+    /// Starts `media` against `broker` with extra flags.
+    pub fn start(dir: &Path, name: &str, broker: &Broker, extra: &[&str]) -> Result<Self> {
+        let rtmp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut cmd = Command::new(bin("media"));
+        cmd.args(["--rtmp-listen", &rtmp.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--kafka-brokers", &broker.bootstrap()])
+            .args(["--topic", &broker.topic])
+            .args(extra)
+            .env("RUST_LOG", "info,media=debug");
+        let proc = Proc::spawn(name, cmd, dir)?;
+        wait_for_port(rtmp, Duration::from_secs(20))?;
+        Ok(Self { proc, rtmp, http })
+    }
+
+    /// The URL to publish `stream` to.
+    pub fn publish_url(&self, stream: &str) -> String {
+        format!("rtmp://{}/live/{stream}", self.rtmp)
+    }
+}
+
+/// A running `cdn-edge`.
+pub struct Edge {
+    pub proc: Proc,
+    pub http: SocketAddr,
+}
+
+impl Edge {
+    /// Starts an edge against `broker` with extra flags.
+    pub fn start(dir: &Path, name: &str, broker: &Broker, extra: &[&str]) -> Result<Self> {
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut cmd = Command::new(bin("cdn-edge"));
+        cmd.args(["--http-listen", &http.to_string()])
+            .args(["--kafka-brokers", &broker.bootstrap()])
+            .args(["--topic", &broker.topic])
+            .args(extra)
+            .env("RUST_LOG", "info,cdn_edge=debug");
+        let proc = Proc::spawn(name, cmd, dir)?;
+        wait_for_port(http, Duration::from_secs(20))?;
+        Ok(Self { proc, http })
+    }
+
+    /// `http://addr/live/<stream>/<file>`.
+    pub fn url(&self, stream: &str, file: &str) -> String {
+        format!("http://{}/live/{stream}/{file}", self.http)
+    }
+}
+
+/// An HTTP response as a test sees it.
+pub struct Response {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// GET `url` (loopback only), with a short timeout; non-2xx statuses are returned, not errors.
+pub fn get(url: &str) -> Result<Response> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let resp = match agent.get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e).with_context(|| format!("GET {url}")),
+    };
+    let status = resp.status();
+    let content_type = resp.header("content-type").unwrap_or_default().to_owned();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut resp.into_reader(), &mut body)?;
+    Ok(Response {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// What ffmpeg publishes.
+pub struct Publish {
+    pub seconds: u32,
+    pub width: u32,
+    pub height: u32,
+    pub video_kbps: u32,
+    pub gop_frames: u32,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Self {
+            seconds: 12,
+            width: 640,
+            height: 360,
+            video_kbps: 1000,
+            gop_frames: 60,
+        }
+    }
+}
+
+/// Starts ffmpeg publishing a generated test source in real time (`-re`), H.264 with B-frames and AAC,
+/// as OBS would send.
+pub fn publish(dir: &Path, name: &str, url: &str, p: &Publish) -> Result<Proc> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size={}x{}:rate=30:duration={}",
+            p.width, p.height, p.seconds
+        ))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={}",
+            p.seconds
+        ))
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high"])
+        .args(["-bf", "2", "-g", &p.gop_frames.to_string(), "-keyint_min"])
+        .arg(p.gop_frames.to_string())
+        .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p"])
+        .args(["-b:v", &format!("{}k", p.video_kbps)])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000"])
+        .args(["-f", "flv", url]);
+    Proc::spawn(name, cmd, dir)
+}
+
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}

@@ -1,0 +1,122 @@
+//! One live broadcast: the glue between a publishing RTMP session, the remuxer and the producer.
+//! Owns the claim on the stream name, numbers segments, and announces the broadcast's start and end.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{LiveMessage, SegmentMeta, StreamEnd, StreamStart};
+use media::remux::{RemuxError, Segment, Segmenter, SegmenterConfig};
+use tracing::{info, warn};
+
+use crate::producer::ProducerHandle;
+use crate::registry::{unix_ms, Claim};
+
+/// A broadcast in progress.
+pub struct Broadcast {
+    claim: Claim,
+    segmenter: Segmenter,
+    producer: ProducerHandle,
+    /// Running `#EXT-X-TARGETDURATION`: never below the configured one, raised by any longer segment.
+    target_duration: u32,
+    segments: u64,
+    dropped: u64,
+}
+
+impl Broadcast {
+    /// Starts a broadcast on a claimed name and announces it on the topic.
+    pub async fn start(claim: Claim, producer: ProducerHandle, segment: Duration) -> Self {
+        let start = StreamStart {
+            stream: claim.stream().to_owned(),
+            broadcast: claim.broadcast.clone(),
+            started_at_ms: unix_ms(),
+            first_seq: claim.peek_seq(),
+        };
+        if let Err(e) = producer.send_control(LiveMessage::StreamStart(start)).await {
+            warn!(error = %e, "stream start not queued");
+        }
+        let target_ms = segment.as_millis() as u64;
+        let segmenter = Segmenter::new(SegmenterConfig {
+            target_duration_ms: target_ms,
+            // A publisher with a huge GOP still gets segments; beyond this they are cut without a keyframe.
+            max_duration_ms: (target_ms * 10).max(10_000),
+        });
+        info!(broadcast = %claim.broadcast, first_seq = claim.peek_seq(), "broadcast started");
+        Self {
+            target_duration: (segment.as_secs_f64().round() as u32).max(1),
+            claim,
+            segmenter,
+            producer,
+            segments: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Applies what onMetaData announced about the tracks.
+    pub fn on_metadata(&mut self, has_video: bool, has_audio: bool) {
+        self.segmenter
+            .set_expected_tracks(Some(has_video), Some(has_audio));
+    }
+
+    /// One video message from the publisher.
+    pub fn on_video(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        if let Some(seg) = self.segmenter.push_video(timestamp_ms, payload)? {
+            self.emit(seg);
+        }
+        Ok(())
+    }
+
+    /// One audio message from the publisher.
+    pub fn on_audio(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        if let Some(seg) = self.segmenter.push_audio(timestamp_ms, payload)? {
+            self.emit(seg);
+        }
+        Ok(())
+    }
+
+    /// Closes the open segment and announces the end; releases the name when dropped.
+    pub async fn end(mut self) {
+        if let Some(seg) = self.segmenter.finish() {
+            self.emit(seg);
+        }
+        let end = StreamEnd {
+            stream: self.claim.stream().to_owned(),
+            broadcast: self.claim.broadcast.clone(),
+            ended_at_ms: unix_ms(),
+            last_seq: self.claim.last_seq(),
+        };
+        if let Err(e) = self.producer.send_control(LiveMessage::StreamEnd(end)).await {
+            warn!(error = %e, "stream end not queued");
+        }
+        info!(segments = self.segments, dropped = self.dropped, "broadcast ended");
+    }
+
+    fn emit(&mut self, seg: Segment) {
+        let n = self.claim.next(seg.discontinuity);
+        let duration = seg.duration_ms as f64 / 1000.0;
+        self.target_duration = self.target_duration.max(duration.round() as u32);
+        let meta = SegmentMeta {
+            stream: self.claim.stream().to_owned(),
+            broadcast: self.claim.broadcast.clone(),
+            seq: n.seq,
+            disc_seq: n.disc_seq,
+            discontinuity: n.discontinuity,
+            duration,
+            target_duration: self.target_duration,
+            pts: seg.start_pts,
+            closed_at_ms: unix_ms(),
+            codecs: self.segmenter.tracks().codecs(),
+            // Filled in per chunk by the producer.
+            size: 0,
+            crc32: 0,
+            chunk: 0,
+            chunks: 0,
+            offset: 0,
+        };
+        tracing::debug!(seq = n.seq, bytes = seg.data.len(), duration, "segment closed");
+        self.segments += 1;
+        if let Err(e) = self.producer.send_segment(meta, seg.data) {
+            self.dropped += 1;
+            warn!(seq = n.seq, error = %e, "segment dropped");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Settings: flags, environment variables and an optional TOML file, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of `media`. Every flag can also come from its environment variable or, under the same
+/// name in snake_case, from the `--config` TOML file.
+#[derive(Parser, Debug, Default, Deserialize)]
+#[command(
+    name = "media",
+    version,
+    about = "RTMP ingest origin: remuxes RTMP (H.264/AAC) into HLS MPEG-TS segments and produces them to Kafka.",
+    after_help = "Publish with: ffmpeg -re -i INPUT -c copy -f flv rtmp://HOST:1935/live/STREAM"
+)]
+#[serde(deny_unknown_fields, default)]
+pub struct Args {
+    /// TOML file with any of these settings (keys in snake_case, e.g. `rtmp_listen = "0.0.0.0:1935"`).
+    #[arg(long, env = "MEDIA_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to accept RTMP publishers on [default: 0.0.0.0:1935].
+    #[arg(long, env = "MEDIA_RTMP_LISTEN")]
+    pub rtmp_listen: Option<SocketAddr>,
+    /// Address of the HTTP endpoint (/healthz) [default: 127.0.0.1:8081].
+    #[arg(long, env = "MEDIA_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Kafka bootstrap servers, comma-separated [default: 127.0.0.1:9092].
+    #[arg(long, env = "MEDIA_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic segments are produced to [default: live-topic].
+    #[arg(long, env = "MEDIA_TOPIC")]
+    pub topic: Option<String>,
+    /// Target segment duration in seconds; segments are cut on the first keyframe after it [default: 2].
+    #[arg(long, env = "MEDIA_SEGMENT_SECONDS")]
+    pub segment_seconds: Option<f64>,
+    /// Largest Kafka record the producer may send, in bytes; segments are split into chunks below it and
+    /// librdkafka's `message.max.bytes` is set to it. Keep it <= the topic's `max.message.bytes`
+    /// [default: 1000000].
+    #[arg(long, env = "MEDIA_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Bytes of segments that may wait for the broker (e.g. while it is down) before new segments are
+    /// dropped instead of queued [default: 268435456].
+    #[arg(long, env = "MEDIA_MAX_QUEUE_BYTES")]
+    pub max_queue_bytes: Option<usize>,
+    /// RTMP application name publishers must use (`rtmp://host/APP/stream`) [default: live].
+    #[arg(long, env = "MEDIA_APP")]
+    pub app: Option<String>,
+    /// Most simultaneous RTMP connections; more are closed at once [default: 1000].
+    #[arg(long, env = "MEDIA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to complete the RTMP handshake [default: 10].
+    #[arg(long, env = "MEDIA_HANDSHAKE_TIMEOUT_SECONDS")]
+    pub handshake_timeout_seconds: Option<u64>,
+    /// Seconds without any byte from a client before it is disconnected [default: 30].
+    #[arg(long, env = "MEDIA_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: Option<u64>,
+    /// Extra librdkafka producer setting KEY=VALUE (repeatable), e.g. for TLS/SASL:
+    /// `--kafka-option security.protocol=SASL_SSL`. Env: comma-separated.
+    #[arg(long = "kafka-option", env = "MEDIA_KAFKA_OPTIONS", value_delimiter = ',')]
+    pub kafka_options: Vec<String>,
+    /// Log format: `text` for people, `json` for log shippers [default: text].
+    #[arg(long, env = "MEDIA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// Resolved settings with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub rtmp_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub kafka_brokers: String,
+    pub topic: String,
+    pub segment: Duration,
+    pub max_message_bytes: usize,
+    pub max_queue_bytes: usize,
+    pub app: String,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub kafka_options: Vec<(String, String)>,
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Merges flags/env over the config file over defaults, and checks the result.
+    pub fn load(cli: Args) -> anyhow::Result<Self> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<Args>(&text)
+                    .with_context(|| format!("in config file {}", path.display()))?
+            }
+            None => Args::default(),
+        };
+        let kafka_options = if cli.kafka_options.is_empty() {
+            file.kafka_options
+        } else {
+            cli.kafka_options
+        };
+        let segment_seconds = cli.segment_seconds.or(file.segment_seconds).unwrap_or(2.0);
+        if !(0.1..=60.0).contains(&segment_seconds) {
+            bail!("--segment-seconds must be between 0.1 and 60, got {segment_seconds}");
+        }
+        let max_message_bytes = cli
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(1_000_000);
+        if max_message_bytes < 64 * 1024 {
+            bail!("--max-message-bytes must be at least 65536, got {max_message_bytes}");
+        }
+        let log_format = cli
+            .log_format
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("--log-format must be `text` or `json`, got `{other}`"),
+        };
+        Ok(Self {
+            rtmp_listen: cli
+                .rtmp_listen
+                .or(file.rtmp_listen)
+                .unwrap_or_else(|| ([0, 0, 0, 0], 1935).into()),
+            http_listen: cli
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| ([127, 0, 0, 1], 8081).into()),
+            kafka_brokers: cli
+                .kafka_brokers
+                .or(file.kafka_brokers)
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            topic: cli
+                .topic
+                .or(file.topic)
+                .unwrap_or_else(|| "live-topic".into()),
+            segment: Duration::from_secs_f64(segment_seconds),
+            max_message_bytes,
+            max_queue_bytes: cli
+                .max_queue_bytes
+                .or(file.max_queue_bytes)
+                .unwrap_or(256 << 20),
+            app: cli.app.or(file.app).unwrap_or_else(|| "live".into()),
+            max_connections: cli
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1000),
+            handshake_timeout: Duration::from_secs(
+                cli.handshake_timeout_seconds
+                    .or(file.handshake_timeout_seconds)
+                    .unwrap_or(10),
+            ),
+            idle_timeout: Duration::from_secs(
+                cli.idle_timeout_seconds
+                    .or(file.idle_timeout_seconds)
+                    .unwrap_or(30),
+            ),
+            kafka_options: parse_kafka_options(&kafka_options)?,
+            log_json,
+        })
+    }
+}
+
+fn parse_kafka_options(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => bail!("--kafka-option expects KEY=VALUE, got `{s}`"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_checked_and_flags_win() {
+        let err = toml::from_str::<Args>("rtmp_listen = \"127.0.0.1:1\"\nbogus = 1\n")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("bogus"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("media-config-test-{}", std::process::id()));
+        std::fs::write(&dir, "topic = \"from-file\"\nsegment_seconds = 4.0\n").expect("write");
+        let cli = Args::try_parse_from(["media", "--config", dir.to_str().expect("utf8"), "--topic", "from-flag"])
+            .expect("parse");
+        let cfg = Config::load(cli).expect("load");
+        std::fs::remove_file(&dir).ok();
+        assert_eq!(cfg.topic, "from-flag");
+        assert_eq!(cfg.segment, Duration::from_secs(4));
+        assert_eq!(cfg.kafka_brokers, "127.0.0.1:9092");
+    }
+}

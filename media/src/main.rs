@@ -1,0 +1,149 @@
+//! `media`: accepts RTMP publishers, remuxes their H.264/AAC into MPEG-TS segments and produces them to
+//! Kafka for the CDN edges.
+
+mod broadcast;
+mod config;
+mod http;
+mod producer;
+mod registry;
+mod rtmp;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{Args, Config};
+
+fn main() -> std::process::ExitCode {
+    let config = match Config::load(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("media: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("media: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("media: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let rtmp_listener = rtmp::bind(config.rtmp_listen).await?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (is the port in use? set --http-listen)",
+                config.http_listen
+            )
+        })?;
+
+    let (producer, producer_task) = producer::start(
+        producer::ProducerSettings {
+            brokers: config.kafka_brokers.clone(),
+            topic: config.topic.clone(),
+            max_message_bytes: config.max_message_bytes,
+            max_queue_bytes: config.max_queue_bytes,
+            extra: config.kafka_options.clone(),
+        },
+        Duration::from_secs(10),
+    )?;
+    let producer_task = tokio::spawn(producer_task);
+
+    let registry = registry::Registry::default();
+    let ctx = Arc::new(rtmp::ServerContext {
+        app: config.app.clone(),
+        segment: config.segment,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+        registry: registry.clone(),
+        producer: producer.clone(),
+    });
+
+    let http_app = http::app(http::HttpState {
+        registry,
+        producer: producer.clone(),
+    });
+    let http_cancel = cancel.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(http_cancel.cancelled_owned())
+            .await
+    });
+
+    info!(
+        rtmp = %config.rtmp_listen,
+        http = %config.http_listen,
+        brokers = %config.kafka_brokers,
+        topic = %config.topic,
+        "media started; publish to rtmp://{}/{}/<stream>",
+        config.rtmp_listen,
+        config.app
+    );
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested");
+        signal_cancel.cancel();
+        // A second signal forces the exit.
+        shutdown_signal().await;
+        error!("second signal: exiting now");
+        std::process::exit(130);
+    });
+
+    rtmp::serve(rtmp_listener, ctx.clone(), config.max_connections, cancel.clone()).await;
+    // The HTTP server stops on the same token; it holds a producer handle for its counters.
+    let _ = http_task.await;
+    // Sessions have ended their broadcasts; dropping the last handles lets the producer drain and flush.
+    drop(ctx);
+    drop(producer);
+    if tokio::time::timeout(Duration::from_secs(15), producer_task)
+        .await
+        .is_err()
+    {
+        error!("producer did not flush within 15 s");
+    }
+    info!("media stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,277 @@
+//! The Kafka side of the origin: a single task that turns closed segments and stream start/end events into
+//! records on the topic.
+//!
+//! RTMP sessions never wait for the broker. They hand work over through a bounded channel and reserve the
+//! segment's bytes from a byte budget (`--max-queue-bytes`); the reservation is returned only when the
+//! broker acknowledged every chunk. While the broker is down, segments accumulate up to that budget and
+//! are delivered in order when it returns (librdkafka retries them for ever: `message.timeout.ms=0`);
+//! beyond it new segments are dropped and counted, so memory stays bounded and publishers keep streaming.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{encode_meta, split_segment, ChunkPlan, LiveMessage, SegmentMeta, META_HEADER};
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, error, info, warn};
+
+/// Room reserved in each record for key, headers and Kafka's own framing, below `--max-message-bytes`.
+const RECORD_OVERHEAD: usize = 16 * 1024;
+/// The byte budget is counted in KiB so that a `u32` permit count covers any realistic budget.
+const BUDGET_UNIT: usize = 1024;
+
+/// Why the producer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// librdkafka refused the configuration.
+    #[error("invalid Kafka producer configuration: {0}")]
+    Config(#[from] KafkaError),
+}
+
+/// Why a segment was not queued. The caller logs it; the stream goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The broker is not keeping up and the queue budget is spent.
+    #[error("producer queue is full ({0} bytes waiting for the broker); segment dropped")]
+    Full(usize),
+    /// The producer task has stopped (shutting down).
+    #[error("producer has stopped")]
+    Closed,
+}
+
+/// Settings of the producer.
+pub struct ProducerSettings {
+    pub brokers: String,
+    pub topic: String,
+    pub max_message_bytes: usize,
+    pub max_queue_bytes: usize,
+    pub extra: Vec<(String, String)>,
+}
+
+/// Counters shared with the HTTP endpoint and tests.
+#[derive(Default)]
+pub struct ProducerStats {
+    /// Segments whose every chunk the broker acknowledged.
+    pub segments_delivered: AtomicU64,
+    /// Segments dropped because the queue budget was spent.
+    pub segments_dropped: AtomicU64,
+    /// Records that failed permanently.
+    pub delivery_errors: AtomicU64,
+}
+
+enum Work {
+    Control(LiveMessage),
+    Segment {
+        meta: SegmentMeta,
+        data: Bytes,
+        permit: OwnedSemaphorePermit,
+    },
+}
+
+/// Cheap handle the RTMP sessions use to publish.
+#[derive(Clone)]
+pub struct ProducerHandle {
+    tx: mpsc::Sender<Work>,
+    budget: Arc<Semaphore>,
+    budget_units: usize,
+    /// Counters.
+    pub stats: Arc<ProducerStats>,
+}
+
+/// Builds the librdkafka producer and returns the handle plus the task that drives it. The task ends when
+/// every handle is dropped, after flushing what is queued (bounded by `flush_timeout`).
+pub fn start(
+    settings: ProducerSettings,
+    flush_timeout: Duration,
+) -> Result<(ProducerHandle, impl std::future::Future<Output = ()>), ProducerError> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &settings.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        // The client refuses anything larger, so no record can exceed what the topic accepts.
+        .set("message.max.bytes", settings.max_message_bytes.to_string())
+        .set("batch.size", settings.max_message_bytes.to_string())
+        // Retry for as long as it takes; the byte budget, not a timer, bounds what waits.
+        .set("message.timeout.ms", "0")
+        .set(
+            "queue.buffering.max.kbytes",
+            (settings.max_queue_bytes / 1024 + 64 * 1024).to_string(),
+        )
+        .set("queue.buffering.max.messages", "1000000")
+        // Segments are already compressed video; a short linger keeps availability latency low.
+        .set("linger.ms", "1")
+        .set("compression.type", "none");
+    for (k, v) in &settings.extra {
+        cfg.set(k, v);
+    }
+    let producer: FutureProducer = cfg.create()?;
+
+    let budget_units = (settings.max_queue_bytes / BUDGET_UNIT).max(1);
+    let budget = Arc::new(Semaphore::new(budget_units));
+    let (tx, rx) = mpsc::channel(4096);
+    let stats = Arc::new(ProducerStats::default());
+    let handle = ProducerHandle {
+        tx,
+        budget: budget.clone(),
+        budget_units,
+        stats: stats.clone(),
+    };
+    let task = run(
+        producer,
+        settings.topic,
+        settings.max_message_bytes.saturating_sub(RECORD_OVERHEAD),
+        rx,
+        stats,
+        flush_timeout,
+    );
+    Ok((handle, task))
+}
+
+impl ProducerHandle {
+    /// Queues a closed segment without waiting; refuses it when the budget is spent.
+    pub fn send_segment(&self, meta: SegmentMeta, data: Bytes) -> Result<(), EnqueueError> {
+        let units = data.len().div_ceil(BUDGET_UNIT).clamp(1, self.budget_units);
+        let permit = match self.budget.clone().try_acquire_many_owned(units as u32) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(EnqueueError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.stats.segments_dropped.fetch_add(1, Ordering::Relaxed);
+                let waiting = (self.budget_units - self.budget.available_permits()) * BUDGET_UNIT;
+                return Err(EnqueueError::Full(waiting));
+            }
+        };
+        self.tx
+            .try_send(Work::Segment { meta, data, permit })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.stats.segments_dropped.fetch_add(1, Ordering::Relaxed);
+                    EnqueueError::Full(self.budget_units * BUDGET_UNIT)
+                }
+                mpsc::error::TrySendError::Closed(_) => EnqueueError::Closed,
+            })
+    }
+
+    /// Queues a stream start/end message. These are small and must not be lost, so this waits for room
+    /// in the channel, but never longer than a few seconds.
+    pub async fn send_control(&self, msg: LiveMessage) -> Result<(), EnqueueError> {
+        match tokio::time::timeout(Duration::from_secs(5), self.tx.send(Work::Control(msg))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(EnqueueError::Closed),
+            Err(_) => Err(EnqueueError::Full(self.budget_units * BUDGET_UNIT)),
+        }
+    }
+
+    /// Bytes of segments waiting for the broker.
+    pub fn queued_bytes(&self) -> usize {
+        (self.budget_units - self.budget.available_permits()) * BUDGET_UNIT
+    }
+}
+
+async fn run(
+    producer: FutureProducer,
+    topic: String,
+    max_chunk_bytes: usize,
+    mut rx: mpsc::Receiver<Work>,
+    stats: Arc<ProducerStats>,
+    flush_timeout: Duration,
+) {
+    info!(%topic, max_chunk_bytes, "kafka producer started");
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Control(msg) => {
+                let stream = msg.stream().to_owned();
+                let meta = encode_meta(&msg);
+                let fut = enqueue(&producer, &topic, &stream, &meta, &[]).await;
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = await_delivery(fut).await {
+                        stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                        error!(%stream, error = %e, "stream event not delivered");
+                    }
+                });
+            }
+            Work::Segment { meta, data, permit } => {
+                let queued_at = Instant::now();
+                let (stream, seq) = (meta.stream.clone(), meta.seq);
+                let plan = ChunkPlan {
+                    meta,
+                    max_chunk_bytes,
+                };
+                let mut futs = Vec::new();
+                for (chunk_meta, value) in split_segment(plan, &data) {
+                    let header = encode_meta(&LiveMessage::Segment(chunk_meta));
+                    futs.push(enqueue(&producer, &topic, &stream, &header, &value).await);
+                }
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let chunks = futs.len();
+                    let results = join_all(futs.into_iter().map(await_delivery)).await;
+                    drop(permit);
+                    match results.into_iter().find_map(Result::err) {
+                        None => {
+                            stats.segments_delivered.fetch_add(1, Ordering::Relaxed);
+                            debug!(%stream, seq, chunks, ms = queued_at.elapsed().as_millis() as u64, "segment delivered");
+                        }
+                        Some(e) => {
+                            stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                            error!(%stream, seq, error = %e, "segment not delivered");
+                        }
+                    }
+                });
+            }
+        }
+    }
+    info!("producer draining: flushing queued records");
+    let flushed = tokio::task::spawn_blocking(move || producer.flush(flush_timeout)).await;
+    match flushed {
+        Ok(Ok(())) => info!("producer flushed"),
+        Ok(Err(e)) => warn!(error = %e, "producer flush incomplete; some records were not delivered"),
+        Err(e) => warn!(error = %e, "producer flush task failed"),
+    }
+}
+
+/// Hands one record to librdkafka, waiting (without blocking the runtime) while its local queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    header: &[u8],
+    value: &[u8],
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut record = FutureRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .headers(OwnedHeaders::new().insert(Header {
+            key: META_HEADER,
+            value: Some(header),
+        }));
+    let mut warned = false;
+    loop {
+        match producer.send_result(record) {
+            Ok(fut) => return Ok(fut),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                if !warned {
+                    warn!("librdkafka queue full; waiting for the broker");
+                    warned = true;
+                }
+                record = back;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+async fn await_delivery(fut: Result<DeliveryFuture, KafkaError>) -> Result<(), KafkaError> {
+    match fut?.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting and lints, unit and property tests, then the end-to-end tests
+# (real broker, media, two edges, ffmpeg publishing, ffprobe judging). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+# Tests that need ffmpeg fail instead of skipping when it is missing.
+export REQUIRE_FFMPEG=1
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> building binaries for the end-to-end tests"
+cargo build --workspace --bins
+echo "==> unit and property tests"
+cargo test --workspace --exclude e2e
+echo "==> end-to-end tests"
+# One at a time: each starts a broker, media, edges and an x264 encoder on a 2-core machine.
+cargo test -p e2e -- --test-threads=1
