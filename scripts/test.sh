@@ -18,4 +18,4 @@ echo "==> unit and property tests"
 cargo test --workspace --exclude e2e
 echo "==> end-to-end tests"
 # One at a time: each starts a broker, media, edges and an x264 encoder on a 2-core machine.
-cargo test -p e2e -- --test-threads=1
+cargo test -p e2e -- --test-threads=1 --nocapture

@@ -1,1 +1,147 @@
-fn main() {}
+//! `cdn-edge`: consumes every partition of the live topic into memory and serves HLS over HTTP.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use cdn_edge::config::{Args, Config};
+use cdn_edge::consumer::{Consumer, ConsumerSettings};
+use cdn_edge::store::{self, Store, StoreConfig};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// How long in-flight responses may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often idle streams are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let config = match Config::load(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cdn-edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_json);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cdn-edge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config));
+    // The consumer thread has been told to stop; do not wait for ever on a wedged librdkafka call.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, no backtrace: startup errors are usually a port or a setting to fix.
+            eprintln!("cdn-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (is the port in use? set --http-listen)",
+                config.http_listen
+            )
+        })?;
+    let store = Arc::new(Store::new(&StoreConfig {
+        cache_bytes: config.cache_bytes,
+        segment_ttl: config.segment_ttl,
+        window_segments: config.window_segments,
+    }));
+    let consumer = Consumer::new(ConsumerSettings {
+        lookback: config.lookback,
+        kafka_options: config.kafka_options.clone(),
+        ..ConsumerSettings::new(&config.kafka_brokers, &config.topic)
+    })
+    .context("building the Kafka consumer (check --kafka-option)")?;
+
+    let cancel = CancellationToken::new();
+    let consumer_task = tokio::task::spawn_blocking({
+        let (store, cancel) = (store.clone(), cancel.clone());
+        move || consumer.run(store, cancel)
+    });
+    tokio::spawn(store::sweep_periodically(
+        store.clone(),
+        SWEEP_EVERY,
+        cancel.clone(),
+    ));
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown_signal().await;
+            info!("shutdown requested");
+            cancel.cancel();
+            // A second signal forces the exit.
+            shutdown_signal().await;
+            error!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    });
+
+    info!(
+        http = %config.http_listen,
+        brokers = %config.kafka_brokers,
+        topic = %config.topic,
+        window = config.window_segments,
+        cache_bytes = config.cache_bytes,
+        "cdn-edge started; playlists at http://{}/live/<stream>/index.m3u8",
+        config.http_listen
+    );
+    let server = axum::serve(listener, cdn_edge::http::app(store))
+        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let drain_deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    let served = tokio::select! {
+        served = server => served.context("HTTP server failed"),
+        () = drain_deadline => {
+            warn!("in-flight responses did not finish within {DRAIN_TIMEOUT:?}");
+            Ok(())
+        }
+    };
+    cancel.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), consumer_task)
+        .await
+        .is_err()
+    {
+        warn!("Kafka consumer did not stop within 5 s");
+    }
+    info!("cdn-edge stopped");
+    served
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

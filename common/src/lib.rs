@@ -15,5 +15,5 @@ pub use message::{
     decode_meta, encode_meta, DecodeError, LiveMessage, SegmentMeta, StreamEnd, StreamStart,
     META_HEADER, SCHEMA_VERSION,
 };
-pub use reassembly::{CompleteSegment, ReassemblyError, Reassembler};
+pub use reassembly::{CompleteSegment, Reassembler, ReassemblyError};
 pub use stream_name::{validate_stream_name, StreamNameError};

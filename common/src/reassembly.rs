@@ -37,6 +37,17 @@ pub enum ReassemblyError {
         /// What is wrong.
         why: &'static str,
     },
+    /// A later chunk of a segment whose first chunk was never seen: expected once per partition when a
+    /// consumer starts (its start offset fell inside a segment), otherwise a sign of lost records.
+    #[error("chunk {chunk} of {stream} seq {seq} arrived without the segment's first chunk")]
+    MissingStart {
+        /// Stream name.
+        stream: String,
+        /// Segment sequence number.
+        seq: u64,
+        /// Chunk index.
+        chunk: u32,
+    },
     /// All chunks arrived but the bytes do not match the CRC-32 the origin computed.
     #[error("checksum mismatch for {stream} seq {seq}: expected {expected:08x}, got {actual:08x}")]
     Checksum {
@@ -134,15 +145,19 @@ impl Reassembler {
         }
 
         let idx = self.pending.iter().position(|p| {
-            p.meta.stream == meta.stream && p.meta.broadcast == meta.broadcast && p.meta.seq == meta.seq
+            p.meta.stream == meta.stream
+                && p.meta.broadcast == meta.broadcast
+                && p.meta.seq == meta.seq
         });
         let idx = match idx {
             Some(i) => i,
             None => {
                 if meta.chunk != 0 {
-                    // Started mid-segment (e.g. the consumer's start offset fell inside it): nothing to
-                    // attach this to; skipping it is expected, not an error worth reporting loudly.
-                    return Err(bad("first chunks of this segment were not seen"));
+                    return Err(ReassemblyError::MissingStart {
+                        stream: meta.stream.clone(),
+                        seq: meta.seq,
+                        chunk: meta.chunk,
+                    });
                 }
                 while !self.pending.is_empty()
                     && (self.pending_bytes + size > self.max_bytes
@@ -268,8 +283,14 @@ mod tests {
         bad[17] ^= 1;
         parts[1].1 = Bytes::from(bad);
         let mut r = Reassembler::new(1 << 20, 8);
-        assert!(r.push(parts[0].0.clone(), &parts[0].1).expect("ok").is_none());
-        assert!(r.push(parts[1].0.clone(), &parts[1].1).expect("ok").is_none());
+        assert!(r
+            .push(parts[0].0.clone(), &parts[0].1)
+            .expect("ok")
+            .is_none());
+        assert!(r
+            .push(parts[1].0.clone(), &parts[1].1)
+            .expect("ok")
+            .is_none());
         assert!(matches!(
             r.push(parts[2].0.clone(), &parts[2].1),
             Err(ReassemblyError::Checksum { .. })
@@ -284,7 +305,10 @@ mod tests {
             let data = Bytes::from(vec![1u8; 10_000]);
             let parts = split_segment(plan(seq, 4_000), &data);
             // Only the first chunk ever arrives.
-            assert!(r.push(parts[0].0.clone(), &parts[0].1).expect("ok").is_none());
+            assert!(r
+                .push(parts[0].0.clone(), &parts[0].1)
+                .expect("ok")
+                .is_none());
             assert!(r.pending_bytes() <= 25_000);
         }
         assert_eq!(r.evicted(), 98);
@@ -295,7 +319,10 @@ mod tests {
         let data = Bytes::from(vec![1u8; 10_000]);
         let parts = split_segment(plan(1, 4_000), &data);
         let mut r = Reassembler::new(1 << 20, 8);
-        assert!(r.push(parts[1].0.clone(), &parts[1].1).is_err());
+        assert!(matches!(
+            r.push(parts[1].0.clone(), &parts[1].1),
+            Err(ReassemblyError::MissingStart { chunk: 1, .. })
+        ));
         let mut m = parts[0].0.clone();
         m.chunk = 9;
         assert!(r.push(m, &parts[0].1).is_err());

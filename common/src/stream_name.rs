@@ -56,10 +56,22 @@ mod tests {
     fn refuses_names_that_could_escape_a_path() {
         assert_eq!(validate_stream_name(""), Err(StreamNameError::Empty));
         assert_eq!(validate_stream_name(".."), Err(StreamNameError::LeadingDot));
-        assert_eq!(validate_stream_name("a/b"), Err(StreamNameError::BadChar('/')));
-        assert_eq!(validate_stream_name("a%2Fb"), Err(StreamNameError::BadChar('%')));
-        assert_eq!(validate_stream_name("a\0"), Err(StreamNameError::BadChar('\0')));
-        assert_eq!(validate_stream_name("é"), Err(StreamNameError::BadChar('é')));
+        assert_eq!(
+            validate_stream_name("a/b"),
+            Err(StreamNameError::BadChar('/'))
+        );
+        assert_eq!(
+            validate_stream_name("a%2Fb"),
+            Err(StreamNameError::BadChar('%'))
+        );
+        assert_eq!(
+            validate_stream_name("a\0"),
+            Err(StreamNameError::BadChar('\0'))
+        );
+        assert_eq!(
+            validate_stream_name("é"),
+            Err(StreamNameError::BadChar('é'))
+        );
         assert_eq!(
             validate_stream_name(&"a".repeat(1024)),
             Err(StreamNameError::TooLong(1024))

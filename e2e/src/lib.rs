@@ -362,7 +362,14 @@ pub fn publish(dir: &Path, name: &str, url: &str, p: &Publish) -> Result<Proc> {
             "sine=frequency=440:sample_rate=48000:duration={}",
             p.seconds
         ))
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "high",
+        ])
         .args(["-bf", "2", "-g", &p.gop_frames.to_string(), "-keyint_min"])
         .arg(p.gop_frames.to_string())
         .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p"])

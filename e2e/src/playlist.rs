@@ -48,18 +48,25 @@ pub fn parse(text: &str) -> Result<MediaPlaylist> {
             bail!("content after #EXT-X-ENDLIST: {line}");
         }
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-            target = Some(v.parse::<u64>().context("TARGETDURATION is a decimal integer")?);
+            target = Some(
+                v.parse::<u64>()
+                    .context("TARGETDURATION is a decimal integer")?,
+            );
         } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             if !entries.is_empty() {
                 bail!("EXT-X-MEDIA-SEQUENCE after the first segment");
             }
             media_sequence = v.parse().context("MEDIA-SEQUENCE is a decimal integer")?;
         } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
-            disc_seq = v.parse().context("DISCONTINUITY-SEQUENCE is a decimal integer")?;
+            disc_seq = v
+                .parse()
+                .context("DISCONTINUITY-SEQUENCE is a decimal integer")?;
         } else if let Some(v) = line.strip_prefix("#EXTINF:") {
             let d = v.split(',').next().unwrap_or_default();
-            let d: f64 = d.parse().with_context(|| format!("EXTINF duration `{d}`"))?;
-            if !(d > 0.0) {
+            let d: f64 = d
+                .parse()
+                .with_context(|| format!("EXTINF duration `{d}`"))?;
+            if d.is_nan() || d <= 0.0 {
                 bail!("EXTINF duration must be positive: {d}");
             }
             pending_duration = Some(d);
@@ -67,8 +74,10 @@ pub fn parse(text: &str) -> Result<MediaPlaylist> {
             pending_disc = true;
         } else if line == "#EXT-X-ENDLIST" {
             ended = true;
-        } else if line.starts_with("#EXT-X-VERSION:") || line.starts_with("#EXT-X-INDEPENDENT")
-            || line.starts_with("#EXT-X-PLAYLIST-TYPE:") || line.starts_with("#EXT-X-PROGRAM-DATE-TIME:")
+        } else if line.starts_with("#EXT-X-VERSION:")
+            || line.starts_with("#EXT-X-INDEPENDENT")
+            || line.starts_with("#EXT-X-PLAYLIST-TYPE:")
+            || line.starts_with("#EXT-X-PROGRAM-DATE-TIME:")
         {
         } else if line.starts_with('#') {
             if line.starts_with("#EXT") {

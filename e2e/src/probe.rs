@@ -33,12 +33,23 @@ pub struct ProbeInfo {
 /// Runs ffprobe on `file`.
 pub fn probe(file: &Path) -> Result<ProbeInfo> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
         .arg(file)
         .output()
         .context("running ffprobe")?;
     if !out.status.success() {
-        bail!("ffprobe {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ffprobe {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let codecs = json["streams"]
@@ -63,7 +74,16 @@ pub fn probe(file: &Path) -> Result<ProbeInfo> {
 /// Counts video packets whose PTS differs from their DTS (B-frames survived the remux).
 pub fn reordered_video_packets(file: &Path) -> Result<usize> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts,dts", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,dts",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(file)
         .output()
         .context("running ffprobe")?;

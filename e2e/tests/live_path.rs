@@ -31,7 +31,9 @@ fn ended_playlist(a: &Edge, b: &Edge, stream: &str) -> Result<MediaPlaylist> {
         let (raw_b, _) = playlist_of(b, stream)?;
         (pa.ended && raw_a == raw_b).then_some(pa)
     })
-    .context("both edges should serve the same playlist with #EXT-X-ENDLIST after the publisher stops")
+    .context(
+        "both edges should serve the same playlist with #EXT-X-ENDLIST after the publisher stops",
+    )
 }
 
 /// Fetches every segment of `pl` from both edges, checks they are byte-identical, decode cleanly and carry
@@ -41,9 +43,21 @@ fn check_segments(dir: &Path, a: &Edge, b: &Edge, pl: &MediaPlaylist) -> Result<
     for e in &pl.entries {
         let ra = get(&a.url(STREAM, &e.uri))?;
         let rb = get(&b.url(STREAM, &e.uri))?;
-        ensure!(ra.status == 200 && rb.status == 200, "segment {} missing", e.uri);
-        ensure!(ra.content_type == "video/mp2t", "segment content type {}", ra.content_type);
-        ensure!(ra.body == rb.body, "edges serve different bytes for {}", e.uri);
+        ensure!(
+            ra.status == 200 && rb.status == 200,
+            "segment {} missing",
+            e.uri
+        );
+        ensure!(
+            ra.content_type == "video/mp2t",
+            "segment content type {}",
+            ra.content_type
+        );
+        ensure!(
+            ra.body == rb.body,
+            "edges serve different bytes for {}",
+            e.uri
+        );
         let file = dir.join(&e.uri);
         std::fs::write(&file, &ra.body)?;
         probe::decode_clean(&file)?;
@@ -67,7 +81,12 @@ fn publish_watch_republish_through_two_edges() -> Result<()> {
         &dir,
         "media",
         &broker,
-        &["--segment-seconds", "2", "--max-message-bytes", MAX_MESSAGE_BYTES],
+        &[
+            "--segment-seconds",
+            "2",
+            "--max-message-bytes",
+            MAX_MESSAGE_BYTES,
+        ],
     )?;
     let window = ["--window-segments", "30"];
     let edge_a = Edge::start(&dir, "edge-a", &broker, &window)?;
@@ -150,7 +169,11 @@ fn publish_watch_republish_through_two_edges() -> Result<()> {
     })
     .context("the republished broadcast should reach both edges and end")?;
     let new: Vec<_> = pl2.entries.iter().filter(|e| e.seq > last_seq).collect();
-    ensure!(new.len() >= 2, "second broadcast has {} segments", new.len());
+    ensure!(
+        new.len() >= 2,
+        "second broadcast has {} segments",
+        new.len()
+    );
     ensure!(
         new[0].discontinuity,
         "the first segment of the new broadcast must follow #EXT-X-DISCONTINUITY:\n{pl2:?}"
@@ -163,7 +186,10 @@ fn publish_watch_republish_through_two_edges() -> Result<()> {
 
     // The origin shuts down cleanly on SIGTERM.
     let mut media = media;
-    ensure!(media.proc.terminate(Duration::from_secs(20))?, "media exited with an error");
+    ensure!(
+        media.proc.terminate(Duration::from_secs(20))?,
+        "media exited with an error"
+    );
     let started = Instant::now();
     drop(broker);
     eprintln!("teardown {:?}", started.elapsed());

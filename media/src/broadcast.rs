@@ -84,10 +84,18 @@ impl Broadcast {
             ended_at_ms: unix_ms(),
             last_seq: self.claim.last_seq(),
         };
-        if let Err(e) = self.producer.send_control(LiveMessage::StreamEnd(end)).await {
+        if let Err(e) = self
+            .producer
+            .send_control(LiveMessage::StreamEnd(end))
+            .await
+        {
             warn!(error = %e, "stream end not queued");
         }
-        info!(segments = self.segments, dropped = self.dropped, "broadcast ended");
+        info!(
+            segments = self.segments,
+            dropped = self.dropped,
+            "broadcast ended"
+        );
     }
 
     fn emit(&mut self, seg: Segment) {
@@ -112,7 +120,12 @@ impl Broadcast {
             chunks: 0,
             offset: 0,
         };
-        tracing::debug!(seq = n.seq, bytes = seg.data.len(), duration, "segment closed");
+        tracing::debug!(
+            seq = n.seq,
+            bytes = seg.data.len(),
+            duration,
+            "segment closed"
+        );
         self.segments += 1;
         if let Err(e) = self.producer.send_segment(meta, seg.data) {
             self.dropped += 1;

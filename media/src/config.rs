@@ -61,7 +61,11 @@ pub struct Args {
     pub idle_timeout_seconds: Option<u64>,
     /// Extra librdkafka producer setting KEY=VALUE (repeatable), e.g. for TLS/SASL:
     /// `--kafka-option security.protocol=SASL_SSL`. Env: comma-separated.
-    #[arg(long = "kafka-option", env = "MEDIA_KAFKA_OPTIONS", value_delimiter = ',')]
+    #[arg(
+        long = "kafka-option",
+        env = "MEDIA_KAFKA_OPTIONS",
+        value_delimiter = ','
+    )]
     pub kafka_options: Vec<String>,
     /// Log format: `text` for people, `json` for log shippers [default: text].
     #[arg(long, env = "MEDIA_LOG_FORMAT")]
@@ -147,10 +151,7 @@ impl Config {
                 .or(file.max_queue_bytes)
                 .unwrap_or(256 << 20),
             app: cli.app.or(file.app).unwrap_or_else(|| "live".into()),
-            max_connections: cli
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(1000),
+            max_connections: cli.max_connections.or(file.max_connections).unwrap_or(1000),
             handshake_timeout: Duration::from_secs(
                 cli.handshake_timeout_seconds
                     .or(file.handshake_timeout_seconds)
@@ -189,8 +190,14 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("media-config-test-{}", std::process::id()));
         std::fs::write(&dir, "topic = \"from-file\"\nsegment_seconds = 4.0\n").expect("write");
-        let cli = Args::try_parse_from(["media", "--config", dir.to_str().expect("utf8"), "--topic", "from-flag"])
-            .expect("parse");
+        let cli = Args::try_parse_from([
+            "media",
+            "--config",
+            dir.to_str().expect("utf8"),
+            "--topic",
+            "from-flag",
+        ])
+        .expect("parse");
         let cfg = Config::load(cli).expect("load");
         std::fs::remove_file(&dir).ok();
         assert_eq!(cfg.topic, "from-flag");

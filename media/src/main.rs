@@ -47,7 +47,11 @@ fn main() -> std::process::ExitCode {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
         builder.json().init();
     } else {
@@ -120,7 +124,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
-    rtmp::serve(rtmp_listener, ctx.clone(), config.max_connections, cancel.clone()).await;
+    rtmp::serve(
+        rtmp_listener,
+        ctx.clone(),
+        config.max_connections,
+        cancel.clone(),
+    )
+    .await;
     // The HTTP server stops on the same token; it holds a producer handle for its counters.
     let _ = http_task.await;
     // Sessions have ended their broadcasts; dropping the last handles lets the producer drain and flush.

@@ -231,7 +231,9 @@ async fn run(
     let flushed = tokio::task::spawn_blocking(move || producer.flush(flush_timeout)).await;
     match flushed {
         Ok(Ok(())) => info!("producer flushed"),
-        Ok(Err(e)) => warn!(error = %e, "producer flush incomplete; some records were not delivered"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "producer flush incomplete; some records were not delivered")
+        }
         Err(e) => warn!(error = %e, "producer flush task failed"),
     }
 }
@@ -244,13 +246,14 @@ async fn enqueue(
     header: &[u8],
     value: &[u8],
 ) -> Result<DeliveryFuture, KafkaError> {
-    let mut record = FutureRecord::to(topic)
-        .key(key)
-        .payload(value)
-        .headers(OwnedHeaders::new().insert(Header {
-            key: META_HEADER,
-            value: Some(header),
-        }));
+    let mut record =
+        FutureRecord::to(topic)
+            .key(key)
+            .payload(value)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: META_HEADER,
+                value: Some(header),
+            }));
     let mut warned = false;
     loop {
         match producer.send_result(record) {
@@ -273,5 +276,125 @@ async fn await_delivery(fut: Result<DeliveryFuture, KafkaError>) -> Result<(), K
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::{decode_meta, Reassembler};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    fn meta(seq: u64) -> SegmentMeta {
+        SegmentMeta {
+            stream: "cam".into(),
+            broadcast: "b".into(),
+            seq,
+            disc_seq: 1,
+            discontinuity: false,
+            duration: 4.0,
+            target_duration: 4,
+            pts: 0,
+            closed_at_ms: 0,
+            codecs: "avc1.64001f".into(),
+            size: 0,
+            crc32: 0,
+            chunk: 0,
+            chunks: 0,
+            offset: 0,
+        }
+    }
+
+    /// A 3 MB segment (4 s at 6 Mbps) travels as records under the 1,000,000-byte bound and comes back whole.
+    #[tokio::test]
+    async fn large_segments_are_chunked_under_the_record_bound() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("live", 1, 1).expect("topic");
+        let (handle, task) = start(
+            ProducerSettings {
+                brokers: cluster.bootstrap_servers(),
+                topic: "live".into(),
+                max_message_bytes: 1_000_000,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(5),
+        )
+        .expect("producer config accepted by librdkafka");
+        let task = tokio::spawn(task);
+        let data: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        handle.send_segment(meta(7), data.clone()).expect("queued");
+        let stats = handle.stats.clone();
+        drop(handle);
+        task.await.expect("producer task");
+        assert_eq!(stats.segments_delivered.load(Ordering::Relaxed), 1);
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "t")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("live", 0, Offset::Beginning)
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut reassembler = Reassembler::new(16 << 20, 4);
+        let mut whole = None;
+        let mut records = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while whole.is_none() && Instant::now() < deadline {
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let msg = msg.expect("record");
+            records += 1;
+            let value = msg.payload().unwrap_or_default();
+            assert!(
+                value.len() + 16 * 1024 <= 1_000_000,
+                "record of {} bytes",
+                value.len()
+            );
+            assert_eq!(msg.key(), Some(&b"cam"[..]));
+            let header = msg.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == META_HEADER)
+                    .and_then(|h| h.value)
+            });
+            let LiveMessage::Segment(m) = decode_meta(header).expect("meta") else {
+                panic!("expected a segment chunk");
+            };
+            whole = reassembler.push(m, value).expect("consistent");
+        }
+        let whole = whole.expect("segment reassembled");
+        assert_eq!(records, 4);
+        assert_eq!(whole.meta.seq, 7);
+        assert_eq!(whole.data, data);
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_drops_new_segments_instead_of_blocking() {
+        // No broker at all: nothing is ever acknowledged, so the budget only fills.
+        let (handle, _task) = start(
+            ProducerSettings {
+                brokers: "127.0.0.1:1".into(),
+                topic: "live".into(),
+                max_message_bytes: 1_000_000,
+                max_queue_bytes: 1 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(1),
+        )
+        .expect("producer");
+        let seg = Bytes::from(vec![0u8; 400_000]);
+        assert!(handle.send_segment(meta(1), seg.clone()).is_ok());
+        assert!(handle.send_segment(meta(2), seg.clone()).is_ok());
+        assert!(matches!(
+            handle.send_segment(meta(3), seg),
+            Err(EnqueueError::Full(_))
+        ));
+        assert_eq!(handle.stats.segments_dropped.load(Ordering::Relaxed), 1);
     }
 }

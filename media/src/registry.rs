@@ -126,7 +126,11 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut map = self.registry.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .registry
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(h) = map.get_mut(&self.stream) {
             h.live = false;
             h.next_seq = self.next_seq;

@@ -80,7 +80,10 @@ mod tests {
     fn truncated_input_is_an_error_not_a_panic() {
         let body = tag(9, 0, b"video");
         for cut in 1..body.len() - 4 {
-            assert!(split(&Bytes::copy_from_slice(&body[..cut]), 0).is_err(), "cut {cut}");
+            assert!(
+                split(&Bytes::copy_from_slice(&body[..cut]), 0).is_err(),
+                "cut {cut}"
+            );
         }
     }
 }

@@ -68,7 +68,10 @@ pub async fn serve(
         );
     }
     tracker.close();
-    info!(sessions = tracker.len(), "rtmp server stopping; ending sessions");
+    info!(
+        sessions = tracker.len(),
+        "rtmp server stopping; ending sessions"
+    );
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
         .await
         .is_err()

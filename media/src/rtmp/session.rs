@@ -145,7 +145,9 @@ impl Connection {
         let mut queue: VecDeque<ServerSessionResult> = results.into();
         while let Some(result) = queue.pop_front() {
             match result {
-                ServerSessionResult::OutboundResponse(packet) => out.extend_from_slice(&packet.bytes),
+                ServerSessionResult::OutboundResponse(packet) => {
+                    out.extend_from_slice(&packet.bytes)
+                }
                 ServerSessionResult::RaisedEvent(event) => {
                     let more = self.handle_event(session, event).await?;
                     queue.extend(more);
@@ -154,7 +156,10 @@ impl Connection {
                     if payload.type_id == AGGREGATE {
                         self.handle_aggregate(&payload.data, payload.timestamp.value)?;
                     } else {
-                        debug!(type_id = payload.type_id, "ignoring unsupported RTMP message");
+                        debug!(
+                            type_id = payload.type_id,
+                            "ignoring unsupported RTMP message"
+                        );
                     }
                 }
             }
@@ -168,7 +173,10 @@ impl Connection {
         event: ServerSessionEvent,
     ) -> Result<Vec<ServerSessionResult>, SessionError> {
         Ok(match event {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 // Some clients append a query to the app name (`live?token=..`).
                 let app = app_name.split('?').next().unwrap_or_default();
                 if app == self.ctx.app {
@@ -186,7 +194,10 @@ impl Connection {
                 request_id,
                 stream_key,
                 ..
-            } => self.publish_requested(session, request_id, &stream_key).await?,
+            } => {
+                self.publish_requested(session, request_id, &stream_key)
+                    .await?
+            }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Some(b) = self.broadcast.take() {
                     b.end().await;
@@ -202,11 +213,15 @@ impl Connection {
                 }
                 Vec::new()
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
                 self.media(9, timestamp.value, data)?;
                 Vec::new()
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
                 self.media(8, timestamp.value, data)?;
                 Vec::new()
             }
@@ -251,11 +266,23 @@ impl Connection {
             )?);
         }
         if let Err(e) = common::validate_stream_name(name) {
-            return Ok(refuse(self, session, "NetStream.Publish.BadName", e.to_string())?);
+            return Ok(refuse(
+                self,
+                session,
+                "NetStream.Publish.BadName",
+                e.to_string(),
+            )?);
         }
         let claim = match self.ctx.registry.claim(name) {
             Ok(c) => c,
-            Err(e) => return Ok(refuse(self, session, "NetStream.Publish.BadName", e.to_string())?),
+            Err(e) => {
+                return Ok(refuse(
+                    self,
+                    session,
+                    "NetStream.Publish.BadName",
+                    e.to_string(),
+                )?)
+            }
         };
         tracing::Span::current().record("stream", name);
         let results = session.accept_request(request_id)?;
@@ -293,7 +320,10 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(e) if e.is_fatal() => Err(SessionError::Refused(format!("publisher refused: {e}"))),
             Err(e) => {
-                warn!(kind = if type_id == 9 { "video" } else { "audio" }, "dropping message: {e}");
+                warn!(
+                    kind = if type_id == 9 { "video" } else { "audio" },
+                    "dropping message: {e}"
+                );
                 Ok(())
             }
         }
@@ -309,7 +339,10 @@ async fn handshake(socket: &mut TcpStream) -> Result<Vec<u8>, SessionError> {
         if n == 0 {
             return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        match hs.process_bytes(&buf[..n]).map_err(SessionError::Handshake)? {
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(SessionError::Handshake)?
+        {
             HandshakeProcessResult::InProgress { response_bytes } => {
                 socket.write_all(&response_bytes).await?;
             }

@@ -1,0 +1,694 @@
+//! The Kafka side of the edge: every partition of the topic, from a little while ago, into the store.
+//!
+//! Every edge must see every message, so partitions are `assign`ed explicitly instead of joining a
+//! consumer group (which would share them out between edges). On start the consumer seeks each partition
+//! to the first record newer than `now - lookback`, so a new or restarted edge serves the whole live
+//! window at once instead of waiting for it to fill.
+//!
+//! [`Ingest`] is the broker-free part (record -> metadata -> reassembled segment -> store), driven by
+//! [`Consumer::run`] with librdkafka's `BaseConsumer` on one blocking thread: the store is synchronous,
+//! so a plain poll loop is the simplest correct shape.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{
+    decode_meta, CompleteSegment, LiveMessage, Reassembler, ReassemblyError, SegmentMeta,
+    META_HEADER,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::stats::Stats;
+use crate::store::{Inserted, Store};
+
+/// How long one metadata or offset lookup may take before it is retried.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a poll blocks, which is also how quickly the loop notices cancellation.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Least time between two warnings about consumption errors (a down broker reports many).
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Memory bounds of the reassembly of chunked segments, per partition.
+#[derive(Debug, Clone, Copy)]
+pub struct ReassemblyLimits {
+    /// Most bytes of incomplete segments held.
+    pub max_bytes: usize,
+    /// Most incomplete segments held (one per stream that is mid-segment in the partition).
+    pub max_segments: usize,
+}
+
+impl Default for ReassemblyLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+            max_segments: 64,
+        }
+    }
+}
+
+/// Where and how to consume.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Kafka bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Topic to read.
+    pub topic: String,
+    /// How far back to start reading on start.
+    pub lookback: Duration,
+    /// Extra librdkafka settings (TLS, SASL, tuning), applied last.
+    pub kafka_options: Vec<(String, String)>,
+    /// Bounds of segment reassembly.
+    pub reassembly: ReassemblyLimits,
+    /// How often to look for partitions added to the topic.
+    pub metadata_refresh: Duration,
+    /// Pause between attempts while the broker is unreachable or the topic missing.
+    pub retry_every: Duration,
+}
+
+impl ConsumerSettings {
+    /// Settings with the usual timings for `brokers` and `topic`.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            lookback: Duration::from_secs(30),
+            kafka_options: Vec::new(),
+            reassembly: ReassemblyLimits::default(),
+            metadata_refresh: Duration::from_secs(30),
+            retry_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the consumer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// librdkafka refused the configuration (e.g. an unknown `--kafka-option`).
+    #[error("invalid Kafka consumer configuration: {0}")]
+    Config(#[from] KafkaError),
+}
+
+/// Why looking up the topic's partitions or start offsets failed (retried, never fatal).
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    /// The broker did not answer or answered with an error.
+    #[error("{0}")]
+    Kafka(#[from] KafkaError),
+    /// The broker answered, but the topic is not there (yet).
+    #[error("topic `{topic}` is not available: {code}")]
+    Topic {
+        /// Topic name.
+        topic: String,
+        /// What the broker said about it.
+        code: RDKafkaErrorCode,
+    },
+    /// One partition's offset lookup failed (e.g. its leader is being elected).
+    #[error("partition {partition}: {error}")]
+    Partition {
+        /// Partition id.
+        partition: i32,
+        /// The failure.
+        error: KafkaError,
+    },
+}
+
+/// The broker-free ingest path: records in, verified segments and stream events into the store.
+pub struct Ingest {
+    store: Arc<Store>,
+    limits: ReassemblyLimits,
+    reassemblers: HashMap<i32, Reassembler>,
+}
+
+impl Ingest {
+    /// An ingest path feeding `store`.
+    pub fn new(store: Arc<Store>, limits: ReassemblyLimits) -> Self {
+        Self {
+            store,
+            limits,
+            reassemblers: HashMap::new(),
+        }
+    }
+
+    /// Handles one record of `partition`: its `livedto` header (if any) and its value. Never panics on
+    /// bad input: unusable records are logged, counted and dropped.
+    pub fn record(&mut self, partition: i32, meta_header: Option<&[u8]>, value: &[u8]) {
+        Stats::add(&self.store.stats().records, 1);
+        let msg = match decode_meta(meta_header) {
+            Ok(msg) => msg,
+            Err(e) => return self.bad_message(partition, &e),
+        };
+        if let Err(e) = common::validate_stream_name(msg.stream()) {
+            return self.bad_message(partition, &e);
+        }
+        match msg {
+            LiveMessage::StreamStart(s) => info!(
+                stream = %s.stream,
+                broadcast = %s.broadcast,
+                first_seq = s.first_seq,
+                "broadcast started"
+            ),
+            LiveMessage::StreamEnd(e) => {
+                let ended = self.store.end_stream(&e);
+                info!(
+                    stream = %e.stream,
+                    broadcast = %e.broadcast,
+                    last_seq = ?e.last_seq,
+                    playlist_ended = ended,
+                    "broadcast ended"
+                );
+            }
+            LiveMessage::Segment(meta) => self.chunk(partition, meta, value),
+        }
+    }
+
+    fn chunk(&mut self, partition: i32, meta: SegmentMeta, value: &[u8]) {
+        let limits = self.limits;
+        let reassembler = self
+            .reassemblers
+            .entry(partition)
+            .or_insert_with(|| Reassembler::new(limits.max_bytes, limits.max_segments));
+        let evicted_before = reassembler.evicted();
+        let result = reassembler.push(meta, value);
+        let evicted = reassembler.evicted() - evicted_before;
+        let stats = self.store.stats();
+        if evicted > 0 && should_log(Stats::add(&stats.reassembly_evictions, evicted)) {
+            warn!(
+                partition,
+                evicted,
+                evicted_so_far = Stats::get(&stats.reassembly_evictions),
+                "incomplete segments dropped to stay within reassembly bounds"
+            );
+        }
+        match result {
+            Ok(None) => {}
+            Ok(Some(segment)) => self.store_segment(segment),
+            Err(e) => {
+                let n = Stats::add(&stats.rejected_chunks, 1);
+                // Starting mid-segment (the seek landed inside one) is expected once per stream
+                // on start; anything else means a broken producer or lost records.
+                let expected = matches!(e, ReassemblyError::MissingStart { .. });
+                if expected {
+                    debug!(partition, error = %e, "skipping chunk of a segment begun before our start");
+                } else if should_log(n) {
+                    warn!(partition, rejected_so_far = n, error = %e, "segment chunk rejected");
+                }
+            }
+        }
+    }
+
+    fn store_segment(&self, segment: CompleteSegment) {
+        let stream = segment.meta.stream.clone();
+        let broadcast = segment.meta.broadcast.clone();
+        let seq = segment.meta.seq;
+        let size = segment.data.len();
+        let closed_at_ms = segment.meta.closed_at_ms;
+        let outcome = self.store.insert_segment(segment);
+        match outcome {
+            Inserted::Duplicate => {
+                debug!(stream = %stream, seq, "segment already in the playlist; ignored");
+                return;
+            }
+            Inserted::FirstOfStream => {
+                info!(stream = %stream, broadcast = %broadcast, seq, "first segment of stream");
+            }
+            Inserted::WindowRestarted => {
+                info!(stream = %stream, seq, "sequence numbers jumped; playlist window restarted");
+            }
+            Inserted::Appended => {}
+        }
+        // Signed: clocks of origin and edge may disagree by more than the true latency.
+        let latency_ms = i128::from(now_ms()) - i128::from(closed_at_ms);
+        debug!(stream = %stream, seq, size, latency_ms, "segment available");
+    }
+
+    fn bad_message(&self, partition: i32, error: &dyn std::error::Error) {
+        let n = Stats::add(&self.store.stats().bad_messages, 1);
+        if should_log(n) {
+            warn!(partition, dropped_so_far = n, error = %error, "dropping record with unusable metadata");
+        }
+    }
+}
+
+/// A stream of bad records must not turn into a stream of log lines: log the first few, then at
+/// powers of two.
+fn should_log(n: u64) -> bool {
+    n <= 10 || n.is_power_of_two()
+}
+
+/// librdkafka callbacks: like the default, except that client errors are rate-limited. While a broker
+/// is down librdkafka reports "all brokers down" many times a second, which would bury everything else.
+#[derive(Default)]
+struct EdgeContext {
+    /// When an error was last logged, and how many were suppressed since.
+    last_error: Mutex<(Option<Instant>, u64)>,
+}
+
+impl ClientContext for EdgeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.0.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
+            warn!(error = %error, reason, suppressed = last.1, "Kafka client error");
+            *last = (Some(Instant::now()), 0);
+        } else {
+            last.1 += 1;
+        }
+    }
+}
+
+impl ConsumerContext for EdgeContext {}
+
+/// The Kafka consumer of the edge.
+pub struct Consumer {
+    inner: BaseConsumer<EdgeContext>,
+    settings: ConsumerSettings,
+}
+
+impl Consumer {
+    /// Builds the librdkafka client (no connection is made yet).
+    pub fn new(settings: ConsumerSettings) -> Result<Self, ConsumerError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &settings.brokers)
+            // librdkafka wants a group id even though partitions are assigned, never subscribed:
+            // a unique one makes sure this edge never shares partitions or offsets with another.
+            .set("group.id", unique_group_id())
+            .set("client.id", "cdn-edge")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("allow.auto.create.topics", "false")
+            // Only reached when a start offset is gone (retention, or a topic recreated empty); the
+            // oldest record still there is then the closest to what was asked for.
+            .set("auto.offset.reset", "earliest")
+            // Bounds the wait of an empty fetch, so brokers that do not wake a waiting fetch on new
+            // records still deliver within 100 ms (availability latency).
+            .set("fetch.wait.max.ms", "100")
+            // librdkafka's prefetch queue is per partition; its default (64 MiB) times many partitions
+            // would be unbounded in practice.
+            .set("queued.max.messages.kbytes", "16384");
+        for (k, v) in &settings.kafka_options {
+            cfg.set(k, v);
+        }
+        let inner: BaseConsumer<EdgeContext> = cfg.create_with_context(EdgeContext::default())?;
+        Ok(Self { inner, settings })
+    }
+
+    /// Consumes until `cancel` fires: waits for the topic, seeks every partition to `now - lookback`,
+    /// then feeds every record into `store`. Blocks; run it on a blocking thread.
+    pub fn run(self, store: Arc<Store>, cancel: CancellationToken) {
+        let Some(assignment) = self.wait_for_start_offsets(&cancel) else {
+            return;
+        };
+        if let Err(e) = self.inner.assign(&assignment) {
+            // Only fails for a malformed list, which we built; nothing to retry.
+            warn!(error = %e, "cannot assign partitions; consumer stopped");
+            return;
+        }
+        let mut known: BTreeSet<i32> = assignment
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        Stats::set_gauge(&store.stats().partitions_assigned, known.len() as u64);
+        info!(
+            topic = %self.settings.topic,
+            partitions = known.len(),
+            lookback_s = self.settings.lookback.as_secs(),
+            "consuming every partition"
+        );
+        for e in assignment.elements() {
+            debug!(partition = e.partition(), offset = ?e.offset(), "start offset");
+        }
+
+        let mut ingest = Ingest::new(store.clone(), self.settings.reassembly);
+        let mut next_refresh = Instant::now() + self.settings.metadata_refresh;
+        while !cancel.is_cancelled() {
+            match self.inner.poll(POLL_TIMEOUT) {
+                None => {}
+                Some(Ok(msg)) => {
+                    let header = msg.headers().and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|h| h.key == META_HEADER)
+                            .and_then(|h| h.value)
+                    });
+                    ingest.record(msg.partition(), header, msg.payload().unwrap_or_default());
+                }
+                // Already reported (rate-limited) through `EdgeContext::error`; librdkafka recovers
+                // from these by itself.
+                Some(Err(e)) => debug!(error = %e, "Kafka consumer error"),
+            }
+            if Instant::now() >= next_refresh {
+                self.assign_new_partitions(&mut known);
+                Stats::set_gauge(&store.stats().partitions_assigned, known.len() as u64);
+                next_refresh = Instant::now() + self.settings.metadata_refresh;
+            }
+        }
+        info!("consumer stopped");
+    }
+
+    /// Retries the start-offset lookup until it succeeds; `None` if cancelled first.
+    fn wait_for_start_offsets(&self, cancel: &CancellationToken) -> Option<TopicPartitionList> {
+        loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            match self.start_offsets() {
+                Ok(assignment) => return Some(assignment),
+                Err(e) => warn!(
+                    brokers = %self.settings.brokers,
+                    topic = %self.settings.topic,
+                    error = %e,
+                    "waiting for the broker and topic; retrying in {:?}",
+                    self.settings.retry_every
+                ),
+            }
+            if !self.idle_unless_cancelled(self.settings.retry_every, cancel) {
+                return None;
+            }
+        }
+    }
+
+    /// Waits `total` while serving librdkafka's event queue (its logs and errors would otherwise pile
+    /// up there during a long outage); returns false if cancelled meanwhile.
+    fn idle_unless_cancelled(&self, total: Duration, cancel: &CancellationToken) -> bool {
+        let deadline = Instant::now() + total;
+        while Instant::now() < deadline {
+            if cancel.is_cancelled() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Nothing is assigned yet, so no message can come; errors went to `EdgeContext::error`.
+            if let Some(Err(e)) = self.inner.poll(left.min(POLL_TIMEOUT)) {
+                debug!(error = %e, "Kafka client error while waiting");
+            }
+        }
+        !cancel.is_cancelled()
+    }
+
+    /// Every partition at the first offset whose record is newer than `now - lookback` (the end if
+    /// none is).
+    fn start_offsets(&self) -> Result<TopicPartitionList, LookupError> {
+        let topic = self.settings.topic.as_str();
+        let partitions = self.partitions()?;
+        let lookback_ms = u64::try_from(self.settings.lookback.as_millis()).unwrap_or(u64::MAX);
+        let since = i64::try_from(now_ms().saturating_sub(lookback_ms)).unwrap_or(i64::MAX);
+        let mut query = TopicPartitionList::new();
+        for &p in &partitions {
+            query.add_partition_offset(topic, p, Offset::Offset(since))?;
+        }
+        let found = self.inner.offsets_for_times(query, LOOKUP_TIMEOUT)?;
+        let mut assignment = TopicPartitionList::new();
+        for e in found.elements() {
+            e.error().map_err(|error| LookupError::Partition {
+                partition: e.partition(),
+                error,
+            })?;
+            // The broker answers -1 (`End`) when no record is that recent: start at the end.
+            let offset = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Offset::Offset(o),
+                _ => Offset::End,
+            };
+            assignment.add_partition_offset(topic, e.partition(), offset)?;
+        }
+        Ok(assignment)
+    }
+
+    fn partitions(&self) -> Result<Vec<i32>, LookupError> {
+        let topic = self.settings.topic.as_str();
+        let metadata = self.inner.fetch_metadata(Some(topic), LOOKUP_TIMEOUT)?;
+        let missing = |code| LookupError::Topic {
+            topic: topic.to_owned(),
+            code,
+        };
+        let t = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or(missing(RDKafkaErrorCode::UnknownTopicOrPartition))?;
+        if let Some(err) = t.error() {
+            return Err(missing(err.into()));
+        }
+        let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        if ids.is_empty() {
+            return Err(missing(RDKafkaErrorCode::UnknownTopicOrPartition));
+        }
+        Ok(ids)
+    }
+
+    /// Picks up partitions added to the topic since the last look, from their beginning: they did not
+    /// exist then, so everything in them is recent.
+    fn assign_new_partitions(&self, known: &mut BTreeSet<i32>) {
+        let partitions = match self.partitions() {
+            Ok(p) => p,
+            Err(e) => {
+                debug!(error = %e, "metadata refresh failed; will retry");
+                return;
+            }
+        };
+        let new: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| !known.contains(p))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in &new {
+            if let Err(e) = tpl.add_partition_offset(&self.settings.topic, p, Offset::Beginning) {
+                warn!(partition = p, error = %e, "cannot add partition");
+                return;
+            }
+        }
+        match self.inner.incremental_assign(&tpl) {
+            Ok(()) => {
+                info!(partitions = ?new, "consuming partitions added to the topic");
+                known.extend(new);
+            }
+            Err(e) => warn!(partitions = ?new, error = %e, "cannot assign new partitions"),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// `cdn-edge-<host>-<pid>-<nanos>`: unique per process start, readable in broker tools.
+fn unique_group_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        .collect();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "cdn-edge-{}-{}-{nanos}",
+        if host.is_empty() { "host" } else { &host },
+        std::process::id()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use bytes::Bytes;
+    use common::{encode_meta, split_segment, ChunkPlan, StreamEnd, StreamStart};
+
+    fn store() -> Arc<Store> {
+        Arc::new(Store::new(&StoreConfig {
+            cache_bytes: 64 << 20,
+            segment_ttl: Duration::from_secs(60),
+            window_segments: 6,
+        }))
+    }
+
+    fn meta(stream: &str, seq: u64) -> SegmentMeta {
+        SegmentMeta {
+            stream: stream.into(),
+            broadcast: "b1".into(),
+            seq,
+            disc_seq: 1,
+            discontinuity: seq == 100,
+            duration: 2.0,
+            target_duration: 2,
+            pts: 0,
+            closed_at_ms: now_ms(),
+            codecs: "avc1.64001f,mp4a.40.2".into(),
+            size: 0,
+            crc32: 0,
+            chunk: 0,
+            chunks: 0,
+            offset: 0,
+        }
+    }
+
+    fn data(seq: u64, len: usize) -> Bytes {
+        Bytes::from((0..len).map(|i| (i as u64 ^ seq) as u8).collect::<Vec<_>>())
+    }
+
+    /// The records an origin would produce for one segment: (header, value).
+    fn records(stream: &str, seq: u64, len: usize, max_chunk: usize) -> Vec<(Vec<u8>, Bytes)> {
+        split_segment(
+            ChunkPlan {
+                meta: meta(stream, seq),
+                max_chunk_bytes: max_chunk,
+            },
+            &data(seq, len),
+        )
+        .into_iter()
+        .map(|(m, v)| (encode_meta(&LiveMessage::Segment(m)), v))
+        .collect()
+    }
+
+    #[test]
+    fn chunked_segments_are_reassembled_into_the_store() {
+        let store = store();
+        let mut ingest = Ingest::new(store.clone(), ReassemblyLimits::default());
+        ingest.record(
+            0,
+            Some(&encode_meta(&LiveMessage::StreamStart(StreamStart {
+                stream: "cam".into(),
+                broadcast: "b1".into(),
+                started_at_ms: 0,
+                first_seq: 100,
+            }))),
+            b"",
+        );
+        assert_eq!(store.playlist("cam"), None, "a start alone lists nothing");
+        // Two streams interleaved in one partition, as they are when their keys hash alike.
+        let a: Vec<_> = (100..103)
+            .flat_map(|s| records("cam", s, 10_000, 3_000))
+            .collect();
+        let b: Vec<_> = (7..10)
+            .flat_map(|s| records("other", s, 5_000, 3_000))
+            .collect();
+        for i in 0..a.len().max(b.len()) {
+            for recs in [&a, &b] {
+                if let Some((h, v)) = recs.get(i) {
+                    ingest.record(0, Some(h), v);
+                }
+            }
+        }
+        assert_eq!(store.segment("cam", 101), Some(data(101, 10_000)));
+        assert_eq!(store.segment("other", 9), Some(data(9, 5_000)));
+        let text = String::from_utf8(store.playlist("cam").expect("known").to_vec()).expect("utf8");
+        assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:100\n"), "{text}");
+        assert!(text.contains("102.ts\n"), "{text}");
+        assert_eq!(Stats::get(&store.stats().segments_stored), 6);
+        assert_eq!(
+            Stats::get(&store.stats().records),
+            (a.len() + b.len() + 1) as u64
+        );
+
+        ingest.record(
+            0,
+            Some(&encode_meta(&LiveMessage::StreamEnd(StreamEnd {
+                stream: "cam".into(),
+                broadcast: "b1".into(),
+                ended_at_ms: 0,
+                last_seq: Some(102),
+            }))),
+            b"",
+        );
+        assert!(store
+            .playlist("cam")
+            .expect("known")
+            .ends_with(b"#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn bad_records_are_counted_and_dropped() {
+        let store = store();
+        let mut ingest = Ingest::new(store.clone(), ReassemblyLimits::default());
+        ingest.record(0, None, b"x");
+        ingest.record(0, Some(b"{not json"), b"x");
+        ingest.record(0, Some(br#"{"v":2,"kind":"segment"}"#), b"x");
+        ingest.record(0, Some(br#"{"v":1,"kind":"segment","stream":"cam"}"#), b"x");
+        let mut evil = meta("../etc", 1);
+        evil.size = 1;
+        evil.chunks = 1;
+        ingest.record(0, Some(&encode_meta(&LiveMessage::Segment(evil))), b"x");
+        assert_eq!(Stats::get(&store.stats().bad_messages), 5);
+        assert_eq!(store.stream_count(), 0);
+    }
+
+    #[test]
+    fn corrupt_truncated_or_partial_segments_are_not_served() {
+        let store = store();
+        let mut ingest = Ingest::new(store.clone(), ReassemblyLimits::default());
+        // Corrupted bytes: CRC mismatch.
+        let mut recs = records("cam", 1, 9_000, 3_000);
+        let mut bad = recs[1].1.to_vec();
+        bad[0] ^= 0xff;
+        recs[1].1 = Bytes::from(bad);
+        for (h, v) in &recs {
+            ingest.record(0, Some(h), v);
+        }
+        // Started mid-segment: the first chunk never arrives.
+        for (h, v) in records("cam", 2, 9_000, 3_000).iter().skip(1) {
+            ingest.record(0, Some(h), v);
+        }
+        // A value longer than its metadata says.
+        let (h, _) = &records("cam", 3, 10, 100)[0];
+        ingest.record(0, Some(h), &[0u8; 20]);
+        assert_eq!(store.playlist("cam"), None);
+        assert_eq!(Stats::get(&store.stats().rejected_chunks), 1 + 2 + 1);
+
+        // The next good segment starts the stream.
+        for (h, v) in &records("cam", 4, 9_000, 3_000) {
+            ingest.record(0, Some(h), v);
+        }
+        assert_eq!(store.segment("cam", 4), Some(data(4, 9_000)));
+    }
+
+    #[test]
+    fn never_completed_segments_are_evicted_and_counted() {
+        let store = store();
+        let limits = ReassemblyLimits {
+            max_bytes: 1 << 20,
+            max_segments: 2,
+        };
+        let mut ingest = Ingest::new(store.clone(), limits);
+        for seq in 1..=5 {
+            let (h, v) = &records("cam", seq, 9_000, 3_000)[0];
+            ingest.record(0, Some(h), v);
+        }
+        assert_eq!(Stats::get(&store.stats().reassembly_evictions), 3);
+        // Partitions reassemble independently.
+        for (h, v) in &records("cam", 6, 9_000, 3_000) {
+            ingest.record(1, Some(h), v);
+        }
+        assert!(store.segment("cam", 6).is_some());
+    }
+
+    #[test]
+    fn group_ids_are_unique_and_tidy() {
+        let a = unique_group_id();
+        assert!(a.starts_with("cdn-edge-"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')),
+            "{a}"
+        );
+    }
+}

@@ -1,0 +1,498 @@
+//! The viewer-facing HTTP API: live playlists, segments (with single byte ranges) and a health check.
+//!
+//! Every answer comes from memory, so handlers never wait; the layers add CORS for browser players, a
+//! short timeout and request tracing. There is deliberately no compression layer: segments are
+//! already-compressed video, and compressing them would only cost CPU and break byte ranges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_RANGE, RANGE,
+};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::store::Store;
+
+/// Content type of HLS playlists (RFC 8216 section 4).
+pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Content type of MPEG-TS segments.
+pub const SEGMENT_CONTENT_TYPE: &str = "video/mp2t";
+/// Players reload a live playlist about once per target duration; one second keeps shared caches
+/// useful without making the live edge visibly late.
+const PLAYLIST_CACHE_CONTROL: &str = "max-age=1";
+/// A segment URI is never reused for other bytes (sequence numbers never go back), so it can be cached
+/// anywhere for as long as anyone wants it.
+const SEGMENT_CACHE_CONTROL: &str = "public, max-age=86400, immutable";
+/// Handlers answer from memory; anything slower than this is stuck, not busy.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request was refused. The text shown to clients is short and reveals nothing internal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// The stream name in the URL is not a valid stream name.
+    #[error("invalid stream name")]
+    BadStreamName,
+    /// No playlist for this stream (never seen, or idle for longer than the segment TTL).
+    #[error("unknown stream")]
+    UnknownStream,
+    /// Not a segment URI, or the segment is not (or no longer) cached.
+    #[error("segment not found")]
+    UnknownSegment,
+    /// The requested byte range lies outside the segment.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable {
+        /// Length of the whole segment, for `Content-Range: bytes */len`.
+        len: u64,
+    },
+    /// Any other path.
+    #[error("not found")]
+    NotFound,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            HttpError::BadStreamName => StatusCode::BAD_REQUEST,
+            HttpError::UnknownStream | HttpError::UnknownSegment | HttpError::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        };
+        let mut response = (status, format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        // A missing segment or stream may appear a second later: no cache may remember the miss.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let HttpError::RangeNotSatisfiable { len } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                headers.insert(CONTENT_RANGE, v);
+            }
+        }
+        response
+    }
+}
+
+/// The edge's router over `store`.
+pub fn app(store: Arc<Store>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers([RANGE])
+        .expose_headers([CONTENT_LENGTH, CONTENT_RANGE, ACCEPT_RANGES])
+        .max_age(Duration::from_secs(86_400));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/live/{stream}/index.m3u8", get(playlist))
+        .route("/live/{stream}/{segment}", get(segment))
+        .fallback(|| async { HttpError::NotFound })
+        .with_state(store)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn playlist(
+    State(store): State<Arc<Store>>,
+    Path(stream): Path<String>,
+) -> Result<Response, HttpError> {
+    common::validate_stream_name(&stream).map_err(|_| HttpError::BadStreamName)?;
+    let body = store.playlist(&stream).ok_or(HttpError::UnknownStream)?;
+    Ok((
+        [
+            (CONTENT_TYPE, PLAYLIST_CONTENT_TYPE),
+            (CACHE_CONTROL, PLAYLIST_CACHE_CONTROL),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn segment(
+    State(store): State<Arc<Store>>,
+    Path((stream, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    common::validate_stream_name(&stream).map_err(|_| HttpError::BadStreamName)?;
+    let seq = parse_segment_uri(&file).ok_or(HttpError::UnknownSegment)?;
+    let data = store
+        .segment(&stream, seq)
+        .ok_or(HttpError::UnknownSegment)?;
+    let len = data.len() as u64;
+
+    // RFC 9110 13.1.5: with If-Range we could only honour the range if the validator matched, and we
+    // send no validators, so the whole representation is the correct answer.
+    let range = if headers.contains_key(IF_RANGE) {
+        None
+    } else {
+        headers.get(RANGE).and_then(|v| v.to_str().ok())
+    };
+    let (status, body, content_range) = match range.map(|r| parse_range(r, len)) {
+        None | Some(RangeRequest::Ignore) => (StatusCode::OK, data, None),
+        Some(RangeRequest::Unsatisfiable) => return Err(HttpError::RangeNotSatisfiable { len }),
+        Some(RangeRequest::Bytes { first, last }) => (
+            StatusCode::PARTIAL_CONTENT,
+            // Indices are < len, which came from a usize; `slice` shares the buffer.
+            data.slice(first as usize..=last as usize),
+            Some(format!("bytes {first}-{last}/{len}")),
+        ),
+    };
+    let body_len = body.len();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(SEGMENT_CONTENT_TYPE));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(SEGMENT_CACHE_CONTROL),
+    );
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // Explicit, so HEAD (whose body axum drops) carries the same length as GET.
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
+    if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        h.insert(CONTENT_RANGE, v);
+    }
+    Ok(response)
+}
+
+/// The sequence number of a segment URI `<seq>.ts`, accepting only the canonical spelling (no sign,
+/// no leading zeros) so each segment has exactly one URL in shared caches.
+fn parse_segment_uri(file: &str) -> Option<u64> {
+    let digits = file.strip_suffix(".ts")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seq: u64 = digits.parse().ok()?;
+    (seq.to_string() == digits).then_some(seq)
+}
+
+/// How to answer a `Range` header (RFC 9110 section 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeRequest {
+    /// Malformed, another unit, or several ranges: send the whole segment (RFC 9110 14.2 allows
+    /// ignoring Range, and players never need multipart answers).
+    Ignore,
+    /// Bytes `first..=last`, both within the segment.
+    Bytes { first: u64, last: u64 },
+    /// A well-formed range that selects nothing of the segment.
+    Unsatisfiable,
+}
+
+fn parse_range(header: &str, len: u64) -> RangeRequest {
+    let Some((unit, spec)) = header.trim().split_once('=') else {
+        return RangeRequest::Ignore;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeRequest::Ignore;
+    }
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return RangeRequest::Ignore;
+    };
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // Longer than u64: clamp, it is past any segment either way.
+        Some(s.parse().unwrap_or(u64::MAX))
+    };
+    match (start.trim().is_empty(), end.trim().is_empty()) {
+        // `-n`: the last n bytes.
+        (true, false) => match number(end) {
+            None => RangeRequest::Ignore,
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if len == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Bytes {
+                first: len.saturating_sub(n),
+                last: len - 1,
+            },
+        },
+        // `a-`: from a to the end.
+        (false, true) => match number(start) {
+            None => RangeRequest::Ignore,
+            Some(first) if first >= len => RangeRequest::Unsatisfiable,
+            Some(first) => RangeRequest::Bytes {
+                first,
+                last: len - 1,
+            },
+        },
+        // `a-b`, b clamped to the end.
+        (false, false) => match (number(start), number(end)) {
+            (Some(first), Some(last)) if first <= last => {
+                if first >= len {
+                    RangeRequest::Unsatisfiable
+                } else {
+                    RangeRequest::Bytes {
+                        first,
+                        last: last.min(len - 1),
+                    }
+                }
+            }
+            _ => RangeRequest::Ignore,
+        },
+        (true, true) => RangeRequest::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use axum::http::Request;
+    use bytes::Bytes;
+    use common::{CompleteSegment, SegmentMeta};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const SEQ: u64 = 17_000_000_003;
+
+    fn store_with_segment(data: &[u8]) -> Arc<Store> {
+        let store = Store::new(&StoreConfig {
+            cache_bytes: 1 << 20,
+            segment_ttl: Duration::from_secs(60),
+            window_segments: 6,
+        });
+        store.insert_segment(CompleteSegment {
+            meta: SegmentMeta {
+                stream: "cam".into(),
+                broadcast: "b".into(),
+                seq: SEQ,
+                disc_seq: 0,
+                discontinuity: true,
+                duration: 2.0,
+                target_duration: 2,
+                pts: 0,
+                closed_at_ms: 0,
+                codecs: String::new(),
+                size: data.len() as u64,
+                crc32: 0,
+                chunk: 0,
+                chunks: 1,
+                offset: 0,
+            },
+            data: Bytes::copy_from_slice(data),
+        });
+        Arc::new(store)
+    }
+
+    fn data() -> Vec<u8> {
+        (0..1000u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    async fn send(store: &Arc<Store>, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let res = app(store.clone()).oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        (status, headers, body)
+    }
+
+    fn get(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).expect("request")
+    }
+
+    fn get_range(uri: &str, range: &str) -> Request<Body> {
+        Request::get(uri)
+            .header(RANGE, range)
+            .body(Body::empty())
+            .expect("request")
+    }
+
+    fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+        h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn playlist_is_served_with_its_content_type_and_short_cache() {
+        let store = store_with_segment(&data());
+        let (status, h, body) = send(&store, get("/live/cam/index.m3u8")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&h, "content-type"), PLAYLIST_CONTENT_TYPE);
+        assert_eq!(header(&h, "cache-control"), "max-age=1");
+        assert_eq!(body, store.playlist("cam").expect("known"));
+        assert!(body.starts_with(b"#EXTM3U\n"));
+        assert!(std::str::from_utf8(&body)
+            .expect("utf8")
+            .contains("\n17000000003.ts\n"));
+    }
+
+    #[tokio::test]
+    async fn segment_bytes_are_identical_and_immutable() {
+        let store = store_with_segment(&data());
+        let (status, h, body) = send(&store, get("/live/cam/17000000003.ts")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], &data()[..]);
+        assert_eq!(header(&h, "content-type"), "video/mp2t");
+        assert_eq!(header(&h, "cache-control"), SEGMENT_CACHE_CONTROL);
+        assert_eq!(header(&h, "accept-ranges"), "bytes");
+        assert_eq!(header(&h, "content-length"), "1000");
+    }
+
+    #[tokio::test]
+    async fn single_ranges_get_206() {
+        let store = store_with_segment(&data());
+        let uri = "/live/cam/17000000003.ts";
+        for (range, first, last) in [
+            ("bytes=10-19", 10usize, 19usize),
+            ("bytes=990-", 990, 999),
+            ("bytes=-5", 995, 999),
+            ("bytes=-5000", 0, 999),
+            ("bytes=500-99999", 500, 999),
+        ] {
+            let (status, h, body) = send(&store, get_range(uri, range)).await;
+            assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{range}");
+            assert_eq!(&body[..], &data()[first..=last], "{range}");
+            assert_eq!(
+                header(&h, "content-range"),
+                format!("bytes {first}-{last}/1000"),
+                "{range}"
+            );
+            assert_eq!(header(&h, "content-length"), (last - first + 1).to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn unsatisfiable_ranges_get_416_and_odd_ones_the_whole_segment() {
+        let store = store_with_segment(&data());
+        let uri = "/live/cam/17000000003.ts";
+        for range in ["bytes=1000-", "bytes=2000-3000", "bytes=-0"] {
+            let (status, h, _) = send(&store, get_range(uri, range)).await;
+            assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+            assert_eq!(header(&h, "content-range"), "bytes */1000", "{range}");
+        }
+        for range in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=9-3",
+            "bytes=x-",
+            "bytes",
+        ] {
+            let (status, _, body) = send(&store, get_range(uri, range)).await;
+            assert_eq!(status, StatusCode::OK, "{range}");
+            assert_eq!(body.len(), 1000, "{range}");
+        }
+        let req = Request::get(uri)
+            .header(RANGE, "bytes=0-1")
+            .header(IF_RANGE, "\"etag\"")
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(send(&store, req).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn head_has_the_length_but_no_body() {
+        let store = store_with_segment(&data());
+        for (uri, len) in [
+            ("/live/cam/17000000003.ts", "1000".to_owned()),
+            (
+                "/live/cam/index.m3u8",
+                store.playlist("cam").expect("known").len().to_string(),
+            ),
+        ] {
+            let req = Request::head(uri).body(Body::empty()).expect("request");
+            let (status, h, body) = send(&store, req).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert_eq!(header(&h, "content-length"), len, "{uri}");
+            assert!(body.is_empty(), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_things_are_short_404s() {
+        let store = store_with_segment(&data());
+        for uri in [
+            "/live/nobody/index.m3u8",
+            "/live/cam/17000000004.ts",
+            "/live/nobody/17000000003.ts",
+            "/live/cam/017000000003.ts",
+            "/live/cam/+17000000003.ts",
+            "/live/cam/abc.ts",
+            "/live/cam/17000000003.mp4",
+            "/elsewhere",
+        ] {
+            let (status, h, body) = send(&store, get(uri)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert!(
+                header(&h, "content-type").starts_with("text/plain"),
+                "{uri}"
+            );
+            assert!(body.len() < 40, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_stream_names_are_refused() {
+        let store = store_with_segment(&data());
+        for uri in [
+            "/live/.hidden/index.m3u8",
+            "/live/a%2Fb/index.m3u8",
+            "/live/a%20b/17000000003.ts",
+        ] {
+            let (status, _, body) = send(&store, get(uri)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert_eq!(&body[..], b"invalid stream name\n", "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cors_is_open_to_any_origin() {
+        let store = store_with_segment(&data());
+        let req = Request::get("/live/cam/17000000003.ts")
+            .header("origin", "https://player.example")
+            .body(Body::empty())
+            .expect("request");
+        let (_, h, _) = send(&store, req).await;
+        assert_eq!(header(&h, "access-control-allow-origin"), "*");
+        assert!(header(&h, "access-control-expose-headers")
+            .to_ascii_lowercase()
+            .contains("content-range"));
+
+        let preflight = Request::options("/live/cam/17000000003.ts")
+            .header("origin", "https://player.example")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "range")
+            .body(Body::empty())
+            .expect("request");
+        let (status, h, _) = send(&store, preflight).await;
+        assert!(status.is_success(), "{status}");
+        assert_eq!(header(&h, "access-control-allow-origin"), "*");
+        assert!(header(&h, "access-control-allow-headers").contains("range"));
+    }
+
+    #[tokio::test]
+    async fn healthz_says_ok() {
+        let store = store_with_segment(&data());
+        let (status, _, body) = send(&store, get("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"ok\n");
+    }
+
+    #[test]
+    fn range_parsing_edge_cases() {
+        use RangeRequest::*;
+        assert_eq!(parse_range("bytes=0-0", 1), Bytes { first: 0, last: 0 });
+        assert_eq!(parse_range("bytes=-1", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        assert_eq!(parse_range("BYTES = 1-2", 10), Bytes { first: 1, last: 2 });
+        assert_eq!(
+            parse_range("bytes=0-99999999999999999999999", 10),
+            Bytes { first: 0, last: 9 }
+        );
+        assert_eq!(parse_range("bytes=-", 10), Ignore);
+        assert_eq!(parse_range("bytes=+1-2", 10), Ignore);
+    }
+}

@@ -1,0 +1,357 @@
+//! What an edge serves: segment bytes in a byte-bounded LRU cache, and per-stream playlist state whose
+//! rendered text is kept ready so a playlist request is a map lookup and a reference-count increment.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{CompleteSegment, StreamEnd};
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::playlist::{Playlist, SegmentOutcome};
+use crate::stats::Stats;
+
+/// Bytes charged per cache entry on top of the segment itself (key, map slot, moka's bookkeeping), so a
+/// flood of tiny segments is bounded too.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// Sizes and lifetimes of the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Most bytes of segments kept in memory (least recently used go first).
+    pub cache_bytes: u64,
+    /// How long a segment stays servable after it arrived, and how long a stream without any message
+    /// keeps its playlist.
+    pub segment_ttl: Duration,
+    /// Segments listed in a live playlist.
+    pub window_segments: usize,
+}
+
+/// What [`Store::insert_segment`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// First segment of a stream this edge did not know (or had forgotten).
+    FirstOfStream,
+    /// Appended to the stream's window.
+    Appended,
+    /// A gap in sequence numbers: the stream's window restarted with this segment.
+    WindowRestarted,
+    /// Already covered by the stream's window: ignored.
+    Duplicate,
+}
+
+struct StreamState {
+    playlist: Playlist,
+    /// `playlist.render()`, refreshed on every change so requests never render.
+    rendered: Bytes,
+    /// Last time any message of the stream arrived; only used to forget idle streams, never rendered.
+    last_activity: Instant,
+}
+
+/// Segments and playlists of every stream this edge has seen recently.
+pub struct Store {
+    segments: Cache<(String, u64), Bytes>,
+    streams: RwLock<HashMap<String, StreamState>>,
+    window: usize,
+    idle_after: Duration,
+    stats: Stats,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(config: &StoreConfig) -> Self {
+        let segments = Cache::builder()
+            .max_capacity(config.cache_bytes)
+            .weigher(|key: &(String, u64), value: &Bytes| {
+                u32::try_from(value.len() + key.0.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .time_to_live(config.segment_ttl)
+            // moka's default (TinyLFU) refuses new keys once full when they have no access history, and
+            // live video is nothing but new keys: plain LRU keeps the newest segments.
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        Self {
+            segments,
+            streams: RwLock::new(HashMap::new()),
+            window: config.window_segments.max(1),
+            idle_after: config.segment_ttl,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Counters of the ingest path.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Adds a verified segment: its bytes to the cache, its metadata to the stream's playlist.
+    pub fn insert_segment(&self, segment: CompleteSegment) -> Inserted {
+        let CompleteSegment { meta, data } = segment;
+        let known_last = self
+            .read()
+            .get(&meta.stream)
+            .and_then(|s| s.playlist.last_seq());
+        if known_last.is_some_and(|last| meta.seq <= last) {
+            Stats::add(&self.stats.segments_duplicate, 1);
+            return Inserted::Duplicate;
+        }
+        // Bytes first, playlist second: a player never sees a URI whose bytes are not there yet.
+        self.segments.insert((meta.stream.clone(), meta.seq), data);
+
+        let mut streams = self.write();
+        let (state, first) = match streams.entry(meta.stream.clone()) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => (
+                e.insert(StreamState {
+                    playlist: Playlist::new(self.window),
+                    rendered: Bytes::new(),
+                    last_activity: Instant::now(),
+                }),
+                true,
+            ),
+        };
+        state.last_activity = Instant::now();
+        let outcome = state.playlist.push(meta);
+        if outcome == SegmentOutcome::Duplicate {
+            // Only reachable if another writer raced us between the two locks; the consumer is the
+            // only writer, so this is defensive.
+            Stats::add(&self.stats.segments_duplicate, 1);
+            return Inserted::Duplicate;
+        }
+        state.rendered = Bytes::from(state.playlist.render());
+        Stats::add(&self.stats.segments_stored, 1);
+        match outcome {
+            _ if first => Inserted::FirstOfStream,
+            SegmentOutcome::WindowRestarted => Inserted::WindowRestarted,
+            _ => Inserted::Appended,
+        }
+    }
+
+    /// Applies the end of a broadcast; returns whether the stream's playlist changed.
+    pub fn end_stream(&self, end: &StreamEnd) -> bool {
+        let mut streams = self.write();
+        let Some(state) = streams.get_mut(&end.stream) else {
+            return false;
+        };
+        state.last_activity = Instant::now();
+        if !state.playlist.end(end) {
+            return false;
+        }
+        state.rendered = Bytes::from(state.playlist.render());
+        true
+    }
+
+    /// The rendered playlist of a stream, if the stream is known.
+    pub fn playlist(&self, stream: &str) -> Option<Bytes> {
+        self.read().get(stream).map(|s| s.rendered.clone())
+    }
+
+    /// A segment's bytes, if still cached (shared, not copied).
+    pub fn segment(&self, stream: &str, seq: u64) -> Option<Bytes> {
+        self.segments.get(&(stream.to_owned(), seq))
+    }
+
+    /// Number of streams with playlist state.
+    pub fn stream_count(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Bytes the segment cache currently charges (including per-entry overhead; eventually consistent).
+    pub fn cached_bytes(&self) -> u64 {
+        self.segments.weighted_size()
+    }
+
+    /// Runs the cache's pending evictions now (they otherwise happen in the background of later calls).
+    pub fn run_pending_tasks(&self) {
+        self.segments.run_pending_tasks();
+    }
+
+    /// Forgets streams without any message for longer than the segment TTL; returns how many.
+    pub fn sweep(&self) -> usize {
+        self.sweep_at(Instant::now())
+    }
+
+    /// [`Store::sweep`] as if it were `now`.
+    pub fn sweep_at(&self, now: Instant) -> usize {
+        let mut streams = self.write();
+        let before = streams.len();
+        streams.retain(|stream, state| {
+            let keep = now.saturating_duration_since(state.last_activity) < self.idle_after;
+            if !keep {
+                info!(stream = %stream, "stream idle for longer than the segment TTL; forgotten");
+            }
+            keep
+        });
+        before - streams.len()
+    }
+
+    // A panic while holding the lock cannot leave a stream half-updated in a way that matters (each
+    // state change is a few plain assignments), so a poisoned lock is used as is rather than taking
+    // every later request down with it.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, StreamState>> {
+        self.streams.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, StreamState>> {
+        self.streams.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Calls [`Store::sweep`] every `every` until `cancel` fires.
+pub async fn sweep_periodically(store: Arc<Store>, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                let forgotten = store.sweep();
+                if forgotten > 0 {
+                    debug!(forgotten, streams = store.stream_count(), "swept idle streams");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::SegmentMeta;
+
+    fn config() -> StoreConfig {
+        StoreConfig {
+            cache_bytes: 1 << 20,
+            segment_ttl: Duration::from_secs(120),
+            window_segments: 3,
+        }
+    }
+
+    fn segment(stream: &str, seq: u64, len: usize) -> CompleteSegment {
+        let data = Bytes::from(vec![(seq % 251) as u8; len]);
+        CompleteSegment {
+            meta: SegmentMeta {
+                stream: stream.into(),
+                broadcast: "b".into(),
+                seq,
+                disc_seq: 0,
+                discontinuity: false,
+                duration: 2.0,
+                target_duration: 2,
+                pts: 0,
+                closed_at_ms: 0,
+                codecs: String::new(),
+                size: len as u64,
+                // The store trusts reassembly to have checked it.
+                crc32: 0,
+                chunk: 0,
+                chunks: 1,
+                offset: 0,
+            },
+            data,
+        }
+    }
+
+    #[test]
+    fn serves_what_was_inserted_and_renders_once_per_change() {
+        let store = Store::new(&config());
+        assert_eq!(store.playlist("cam"), None);
+        assert_eq!(
+            store.insert_segment(segment("cam", 1, 10)),
+            Inserted::FirstOfStream
+        );
+        assert_eq!(
+            store.insert_segment(segment("cam", 2, 10)),
+            Inserted::Appended
+        );
+        assert_eq!(
+            store.insert_segment(segment("cam", 2, 10)),
+            Inserted::Duplicate
+        );
+        assert_eq!(
+            store.insert_segment(segment("cam", 9, 10)),
+            Inserted::WindowRestarted
+        );
+        assert_eq!(store.segment("cam", 2).as_deref(), Some(&[2u8; 10][..]));
+        assert_eq!(store.segment("cam", 3), None);
+        assert_eq!(store.segment("other", 2), None);
+        let a = store.playlist("cam").expect("known stream");
+        let b = store.playlist("cam").expect("known stream");
+        // The same buffer is handed out, not a re-render.
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert!(std::str::from_utf8(&a).expect("utf8").contains("9.ts"));
+        assert_eq!(Stats::get(&store.stats().segments_stored), 3);
+        assert_eq!(Stats::get(&store.stats().segments_duplicate), 1);
+    }
+
+    #[test]
+    fn stream_end_re_renders_with_endlist() {
+        let store = Store::new(&config());
+        store.insert_segment(segment("cam", 1, 10));
+        let end = StreamEnd {
+            stream: "cam".into(),
+            broadcast: "b".into(),
+            ended_at_ms: 0,
+            last_seq: Some(1),
+        };
+        assert!(store.end_stream(&end));
+        assert!(!store.end_stream(&end));
+        let text = store.playlist("cam").expect("known");
+        assert!(text.ends_with(b"#EXT-X-ENDLIST\n"));
+        let unknown = StreamEnd {
+            stream: "nobody".into(),
+            ..end
+        };
+        assert!(!store.end_stream(&unknown));
+        assert_eq!(store.stream_count(), 1);
+    }
+
+    #[test]
+    fn cache_is_bounded_in_bytes_and_keeps_the_newest() {
+        let store = Store::new(&StoreConfig {
+            cache_bytes: 100_000,
+            ..config()
+        });
+        for seq in 1..=50 {
+            store.insert_segment(segment("cam", seq, 10_000));
+            store.run_pending_tasks();
+        }
+        assert!(store.cached_bytes() <= 100_000, "{}", store.cached_bytes());
+        // LRU, not TinyLFU: the newest keys are admitted and the oldest are gone.
+        assert!(store.segment("cam", 50).is_some());
+        assert!(store.segment("cam", 49).is_some());
+        assert!(store.segment("cam", 1).is_none());
+    }
+
+    #[test]
+    fn segments_expire_after_the_ttl() {
+        let store = Store::new(&StoreConfig {
+            segment_ttl: Duration::from_millis(200),
+            ..config()
+        });
+        store.insert_segment(segment("cam", 1, 10));
+        assert!(store.segment("cam", 1).is_some());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(store.segment("cam", 1).is_none());
+    }
+
+    #[test]
+    fn idle_streams_are_swept() {
+        let store = Store::new(&config());
+        store.insert_segment(segment("old", 1, 10));
+        store.insert_segment(segment("new", 1, 10));
+        assert_eq!(store.sweep(), 0);
+        assert_eq!(store.sweep_at(Instant::now() + Duration::from_secs(121)), 2);
+        assert_eq!(store.playlist("old"), None);
+        // A forgotten stream comes back as new on its next segment.
+        assert_eq!(
+            store.insert_segment(segment("old", 2, 10)),
+            Inserted::FirstOfStream
+        );
+    }
+}

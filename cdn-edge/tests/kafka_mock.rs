@@ -1,0 +1,209 @@
+//! The consumer against librdkafka's in-process mock cluster: waiting for a topic that does not exist
+//! yet, assigning every partition, and records produced by a real client reaching the store.
+//!
+//! The mock answers every timestamp lookup with "no such record" (offset -1), so here the consumer
+//! always starts at the end of each partition and the test produces after the assignment. Seeking by
+//! time against a real broker is covered by the end-to-end tests (cold edge).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cdn_edge::consumer::{Consumer, ConsumerSettings};
+use cdn_edge::stats::Stats;
+use cdn_edge::store::{Store, StoreConfig};
+use common::{
+    encode_meta, split_segment, ChunkPlan, LiveMessage, SegmentMeta, StreamEnd, META_HEADER,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio_util::sync::CancellationToken;
+
+const TOPIC: &str = "live-topic";
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn segment_meta(stream: &str, seq: u64) -> SegmentMeta {
+    SegmentMeta {
+        stream: stream.into(),
+        broadcast: "b1".into(),
+        seq,
+        disc_seq: 0,
+        discontinuity: false,
+        duration: 2.0,
+        target_duration: 2,
+        pts: 0,
+        closed_at_ms: 0,
+        codecs: String::new(),
+        size: 0,
+        crc32: 0,
+        chunk: 0,
+        chunks: 0,
+        offset: 0,
+    }
+}
+
+fn data(seq: u64) -> Bytes {
+    Bytes::from(
+        (0..5_000u64)
+            .map(|i| (i * 7 + seq) as u8)
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn send(producer: &BaseProducer, partition: i32, stream: &str, header: &[u8], value: &[u8]) {
+    producer
+        .send(
+            BaseRecord::to(TOPIC)
+                .partition(partition)
+                .key(stream)
+                .payload(value)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: META_HEADER,
+                    value: Some(header),
+                })),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+}
+
+fn produce_segment(producer: &BaseProducer, partition: i32, stream: &str, seq: u64) {
+    let parts = split_segment(
+        ChunkPlan {
+            meta: segment_meta(stream, seq),
+            max_chunk_bytes: 2_000,
+        },
+        &data(seq),
+    );
+    for (meta, value) in parts {
+        send(
+            producer,
+            partition,
+            stream,
+            &encode_meta(&LiveMessage::Segment(meta)),
+            &value,
+        );
+    }
+    producer.flush(Duration::from_secs(5)).expect("flush");
+}
+
+struct Running {
+    cancel: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(bootstrap: &str, store: &Arc<Store>) -> Running {
+    let consumer = Consumer::new(ConsumerSettings {
+        retry_every: Duration::from_millis(200),
+        ..ConsumerSettings::new(bootstrap, TOPIC)
+    })
+    .expect("consumer");
+    let cancel = CancellationToken::new();
+    let thread = std::thread::spawn({
+        let (store, cancel) = (store.clone(), cancel.clone());
+        move || consumer.run(store, cancel)
+    });
+    Running {
+        cancel,
+        thread: Some(thread),
+    }
+}
+
+#[test]
+fn consumes_every_partition_of_a_topic_created_after_start() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    let store = Arc::new(Store::new(&StoreConfig {
+        cache_bytes: 64 << 20,
+        segment_ttl: Duration::from_secs(60),
+        window_segments: 6,
+    }));
+    let running = start(&bootstrap, &store);
+
+    // The topic is missing: the consumer keeps retrying instead of exiting.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(Stats::get(&store.stats().partitions_assigned), 0);
+    assert!(!running.thread.as_ref().expect("running").is_finished());
+    cluster.create_topic(TOPIC, 2, 1).expect("create topic");
+    wait_until("both partitions assigned", Duration::from_secs(10), || {
+        Stats::get(&store.stats().partitions_assigned) == 2
+    });
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    // The assignment starts at the end of each partition, which librdkafka resolves asynchronously:
+    // keep producing numbered segments until the stream shows up, then check the next ones exactly.
+    let mut seq = 100;
+    wait_until("first segment of cam", Duration::from_secs(15), || {
+        produce_segment(&producer, 0, "cam", seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        store.playlist("cam").is_some()
+    });
+    let first = seq;
+    for s in first..first + 3 {
+        produce_segment(&producer, 0, "cam", s);
+    }
+    // Another stream on the other partition.
+    let mut other = 7;
+    wait_until("first segment of other", Duration::from_secs(15), || {
+        produce_segment(&producer, 1, "other", other);
+        other += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        store.playlist("other").is_some()
+    });
+    wait_until("cam's last segment", Duration::from_secs(10), || {
+        store.segment("cam", first + 2).is_some()
+    });
+    for s in first..first + 3 {
+        assert_eq!(store.segment("cam", s), Some(data(s)), "segment {s}");
+    }
+
+    // A garbage record is counted and dropped; the end of the broadcast ends the playlist.
+    send(&producer, 0, "cam", b"{not json", b"junk");
+    let end = LiveMessage::StreamEnd(StreamEnd {
+        stream: "cam".into(),
+        broadcast: "b1".into(),
+        ended_at_ms: 0,
+        last_seq: Some(first + 2),
+    });
+    send(&producer, 0, "cam", &encode_meta(&end), b"");
+    producer.flush(Duration::from_secs(5)).expect("flush");
+    wait_until("ENDLIST", Duration::from_secs(10), || {
+        store
+            .playlist("cam")
+            .is_some_and(|p| p.ends_with(b"#EXT-X-ENDLIST\n"))
+    });
+    assert_eq!(Stats::get(&store.stats().bad_messages), 1);
+    let text = String::from_utf8(store.playlist("cam").expect("known").to_vec()).expect("utf8");
+    assert!(text.contains(&format!("\n{}.ts\n", first + 2)), "{text}");
+
+    // Cancelling stops the consumer promptly.
+    let stopped = Instant::now();
+    drop(running);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+}
