@@ -48,8 +48,10 @@ done
 ./target/release/media --rtmp-listen "0.0.0.0:$RTMP_PORT" --kafka-brokers "127.0.0.1:$BROKER_PORT" \
   --topic "$TOPIC" >"$LOG_DIR/media.log" 2>&1 &
 pids+=($!)
+# Tansu does not wake a waiting fetch when records arrive, so a short fetch wait keeps segments reaching
+# the edge within ~10 ms; against Apache Kafka the edge's default (100 ms) is right.
 ./target/release/cdn-edge --http-listen "0.0.0.0:$EDGE_PORT" --kafka-brokers "127.0.0.1:$BROKER_PORT" \
-  --topic "$TOPIC" >"$LOG_DIR/edge.log" 2>&1 &
+  --topic "$TOPIC" --kafka-option fetch.wait.max.ms=10 >"$LOG_DIR/edge.log" 2>&1 &
 pids+=($!)
 sleep 1
 
