@@ -3,11 +3,16 @@
 
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use common::{LiveMessage, SegmentMeta, StreamEnd, StreamStart};
 use media::remux::{RemuxError, Segment, Segmenter, SegmenterConfig};
+use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
 
+use crate::live::{Frame, LiveStream, TrackSummary};
 use crate::producer::ProducerHandle;
 use crate::registry::{unix_ms, Claim};
 
@@ -51,14 +56,26 @@ impl Broadcast {
         }
     }
 
-    /// Applies what onMetaData announced about the tracks.
-    pub fn on_metadata(&mut self, has_video: bool, has_audio: bool) {
-        self.segmenter
-            .set_expected_tracks(Some(has_video), Some(has_audio));
+    /// The stream as players and the control API see it.
+    pub fn live(&self) -> &Arc<LiveStream> {
+        &self.claim.live
+    }
+
+    /// Applies onMetaData: what it announces about the tracks, and passes it on to players.
+    pub fn on_metadata(&mut self, metadata: StreamMetadata) {
+        self.segmenter.set_expected_tracks(
+            Some(metadata.video_codec_id.is_some()),
+            Some(metadata.audio_codec_id.is_some()),
+        );
+        self.claim.live.publish_metadata(metadata);
     }
 
     /// One video message from the publisher.
     pub fn on_video(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        self.claim.live.publish_media(Frame::Video {
+            timestamp: timestamp_ms,
+            data: payload.clone(),
+        });
         if let Some(seg) = self.segmenter.push_video(timestamp_ms, payload)? {
             self.emit(seg);
         }
@@ -67,6 +84,10 @@ impl Broadcast {
 
     /// One audio message from the publisher.
     pub fn on_audio(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        self.claim.live.publish_media(Frame::Audio {
+            timestamp: timestamp_ms,
+            data: payload.clone(),
+        });
         if let Some(seg) = self.segmenter.push_audio(timestamp_ms, payload)? {
             self.emit(seg);
         }
@@ -127,6 +148,14 @@ impl Broadcast {
             "segment closed"
         );
         self.segments += 1;
+        let tracks = self.segmenter.tracks();
+        let live = &self.claim.live;
+        live.segments.fetch_add(1, Ordering::Relaxed);
+        live.set_tracks(TrackSummary {
+            codecs: tracks.codecs(),
+            width: tracks.video.as_ref().and_then(|v| v.width),
+            height: tracks.video.as_ref().and_then(|v| v.height),
+        });
         if let Err(e) = self.producer.send_segment(meta, seg.data) {
             self.dropped += 1;
             warn!(seq = n.seq, error = %e, "segment dropped");

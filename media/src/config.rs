@@ -59,6 +59,32 @@ pub struct Args {
     /// Seconds without any byte from a client before it is disconnected [default: 30].
     #[arg(long, env = "MEDIA_IDLE_TIMEOUT_SECONDS")]
     pub idle_timeout_seconds: Option<u64>,
+    /// nginx-rtmp `on_publish`: POSTed before a broadcast starts; 2xx allows, 3xx with `Location: name`
+    /// allows under that name, anything else (or no answer in time) refuses.
+    #[arg(long, env = "MEDIA_ON_PUBLISH")]
+    pub on_publish: Option<String>,
+    /// nginx-rtmp `on_publish_done`: POSTed once when an accepted broadcast ends, however it ends.
+    #[arg(long, env = "MEDIA_ON_PUBLISH_DONE")]
+    pub on_publish_done: Option<String>,
+    /// nginx-rtmp `on_play`: POSTed before an RTMP player starts; answered like `on_publish`.
+    #[arg(long, env = "MEDIA_ON_PLAY")]
+    pub on_play: Option<String>,
+    /// nginx-rtmp `on_play_done`: POSTed once when an accepted player leaves.
+    #[arg(long, env = "MEDIA_ON_PLAY_DONE")]
+    pub on_play_done: Option<String>,
+    /// nginx-rtmp `on_update`: POSTed every --update-interval-seconds while a publisher or player is
+    /// connected; a non-2xx answer disconnects it.
+    #[arg(long, env = "MEDIA_ON_UPDATE")]
+    pub on_update: Option<String>,
+    /// Seconds between `on_update` calls (nginx-rtmp `notify_update_timeout`) [default: 30].
+    #[arg(long, env = "MEDIA_UPDATE_INTERVAL_SECONDS")]
+    pub update_interval_seconds: Option<u64>,
+    /// Milliseconds a hook may take to answer; no answer in time refuses the client [default: 3000].
+    #[arg(long, env = "MEDIA_HOOK_TIMEOUT_MS")]
+    pub hook_timeout_ms: Option<u64>,
+    /// Bearer token the control API (/api/...) requires; unset means no token is asked for.
+    #[arg(long, env = "MEDIA_API_TOKEN")]
+    pub api_token: Option<String>,
     /// Extra librdkafka producer setting KEY=VALUE (repeatable), e.g. for TLS/SASL:
     /// `--kafka-option security.protocol=SASL_SSL`. Env: comma-separated.
     #[arg(
@@ -88,6 +114,10 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub kafka_options: Vec<(String, String)>,
     pub log_json: bool,
+    pub hooks: crate::hooks::HookUrls,
+    pub update_interval: Duration,
+    pub hook_timeout: Duration,
+    pub api_token: Option<String>,
 }
 
 impl Config {
@@ -164,7 +194,36 @@ impl Config {
             ),
             kafka_options: parse_kafka_options(&kafka_options)?,
             log_json,
+            hooks: crate::hooks::HookUrls {
+                on_publish: hook_url(cli.on_publish.or(file.on_publish))?,
+                on_publish_done: hook_url(cli.on_publish_done.or(file.on_publish_done))?,
+                on_play: hook_url(cli.on_play.or(file.on_play))?,
+                on_play_done: hook_url(cli.on_play_done.or(file.on_play_done))?,
+                on_update: hook_url(cli.on_update.or(file.on_update))?,
+            },
+            update_interval: Duration::from_secs(
+                cli.update_interval_seconds
+                    .or(file.update_interval_seconds)
+                    .unwrap_or(30)
+                    .max(1),
+            ),
+            hook_timeout: Duration::from_millis(
+                cli.hook_timeout_ms
+                    .or(file.hook_timeout_ms)
+                    .unwrap_or(3000)
+                    .max(1),
+            ),
+            api_token: cli.api_token.or(file.api_token).filter(|t| !t.is_empty()),
         })
+    }
+}
+
+/// Hook URLs are plain HTTP like nginx-rtmp's; anything else is a configuration mistake caught at start.
+fn hook_url(url: Option<String>) -> anyhow::Result<Option<String>> {
+    match url.filter(|u| !u.is_empty()) {
+        Some(u) if u.starts_with("http://") => Ok(Some(u)),
+        Some(u) => bail!("hook URL `{u}` must start with http:// (as nginx-rtmp's notify module)"),
+        None => Ok(None),
     }
 }
 

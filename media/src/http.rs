@@ -1,8 +1,16 @@
-//! media's HTTP endpoint: health and counters. (The control API comes with publisher hooks.)
+//! media's HTTP endpoint: health, counters and the control API.
+//!
+//! `GET /api/streams` lists live streams; `DELETE /api/streams/{name}` kicks a publisher (its
+//! `on_publish_done` fires and the stream's end reaches the edges). With `--api-token`, `/api/...`
+//! requires `Authorization: Bearer <token>`; `/healthz` never does.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -15,14 +23,87 @@ use crate::registry::Registry;
 pub struct HttpState {
     pub registry: Registry,
     pub producer: ProducerHandle,
+    pub api_token: Option<Arc<str>>,
 }
 
-/// The router: `GET /healthz`, `GET /api/stats`.
+/// The router.
 pub fn app(state: HttpState) -> Router {
+    let api = Router::new()
+        .route("/api/streams", get(list_streams))
+        .route("/api/streams/{name}", axum::routing::delete(kick_stream))
+        .route("/api/stats", get(stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/api/stats", get(stats))
+        .merge(api)
         .with_state(state)
+}
+
+async fn require_token(State(s): State<HttpState>, req: Request, next: Next) -> Response {
+    let Some(token) = &s.api_token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response()
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list_streams(State(s): State<HttpState>) -> Json<serde_json::Value> {
+    let streams: Vec<_> = s
+        .registry
+        .live_streams()
+        .iter()
+        .map(|l| {
+            let tracks = l.tracks();
+            json!({
+                "name": l.name,
+                "app": l.app,
+                "client_addr": l.client_addr,
+                "broadcast": l.broadcast,
+                "started_at_ms": l.started_at_ms,
+                "uptime_seconds": l.uptime_secs(),
+                "codecs": tracks.codecs,
+                "width": tracks.width,
+                "height": tracks.height,
+                "ingest_bps": l.ingest_bps(),
+                "segments": l.segments.load(Ordering::Relaxed),
+                "players": l.players(),
+            })
+        })
+        .collect();
+    Json(json!({ "streams": streams }))
+}
+
+async fn kick_stream(State(s): State<HttpState>, Path(name): Path<String>) -> Response {
+    match s.registry.get(&name) {
+        Some(live) => {
+            live.kick.cancel();
+            tracing::info!(stream = %name, "publisher kicked through the control API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("stream `{name}` is not live\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn stats(State(s): State<HttpState>) -> Json<serde_json::Value> {
@@ -34,4 +115,96 @@ async fn stats(State(s): State<HttpState>) -> Json<serde_json::Value> {
         "delivery_errors": p.delivery_errors.load(Ordering::Relaxed),
         "queued_bytes": s.producer.queued_bytes(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn state(token: Option<&str>) -> HttpState {
+        let (producer, _task) = crate::producer::start(
+            crate::producer::ProducerSettings {
+                brokers: "127.0.0.1:1".into(),
+                topic: "t".into(),
+                max_message_bytes: 1_000_000,
+                max_queue_bytes: 1 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(1),
+        )
+        .expect("producer");
+        HttpState {
+            registry: Registry::default(),
+            producer,
+            api_token: token.map(Arc::from),
+        }
+    }
+
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        auth: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = app
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn lists_and_kicks_live_streams() {
+        let s = state(None);
+        let claim = s
+            .registry
+            .claim("cam", "live", "10.0.0.1".into())
+            .expect("claim");
+        let (status, body) = call(app(s.clone()), "GET", "/api/streams", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["streams"][0]["name"], "cam");
+        assert_eq!(v["streams"][0]["client_addr"], "10.0.0.1");
+        let (status, _) = call(app(s.clone()), "DELETE", "/api/streams/cam", None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(claim.live.kick.is_cancelled());
+        let (status, _) = call(app(s), "DELETE", "/api/streams/nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_api_token_guards_the_api_but_not_health() {
+        let s = state(Some("sekret"));
+        assert_eq!(
+            call(app(s.clone()), "GET", "/api/streams", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(app(s.clone()), "GET", "/api/streams", Some("Bearer wrong"))
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(app(s.clone()), "GET", "/api/streams", Some("Bearer sekret"))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(app(s), "GET", "/healthz", None).await.0,
+            StatusCode::OK
+        );
+    }
 }

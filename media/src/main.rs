@@ -3,7 +3,9 @@
 
 mod broadcast;
 mod config;
+mod hooks;
 mod http;
+mod live;
 mod producer;
 mod registry;
 mod rtmp;
@@ -84,7 +86,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let producer_task = tokio::spawn(producer_task);
 
     let registry = registry::Registry::default();
+    let hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
     let ctx = Arc::new(rtmp::ServerContext {
+        hooks: hooks.clone(),
+        update_interval: config.update_interval,
+        next_client_id: std::sync::atomic::AtomicU64::new(1),
         app: config.app.clone(),
         segment: config.segment,
         handshake_timeout: config.handshake_timeout,
@@ -96,6 +102,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let http_app = http::app(http::HttpState {
         registry,
         producer: producer.clone(),
+        api_token: config.api_token.as_deref().map(Arc::from),
     });
     let http_cancel = cancel.clone();
     let http_task = tokio::spawn(async move {
@@ -133,6 +140,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     // The HTTP server stops on the same token; it holds a producer handle for its counters.
     let _ = http_task.await;
+    // Done-hooks of the sessions that just ended are in flight; let them reach the manager.
+    hooks.drain(Duration::from_secs(10)).await;
     // Sessions have ended their broadcasts; dropping the last handles lets the producer drain and flush.
     drop(ctx);
     drop(producer);

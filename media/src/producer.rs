@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{encode_meta, split_segment, ChunkPlan, LiveMessage, SegmentMeta, META_HEADER};
 use futures::future::join_all;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::ClientContext;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
@@ -25,6 +26,49 @@ use tracing::{debug, error, info, warn};
 const RECORD_OVERHEAD: usize = 16 * 1024;
 /// The byte budget is counted in KiB so that a `u32` permit count covers any realistic budget.
 const BUDGET_UNIT: usize = 1024;
+
+/// Least time between two warnings about broker errors: an unreachable broker reports several a second.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Routes librdkafka's errors and logs into `tracing`, at most one warning per interval with a count of
+/// what was suppressed, so a broker outage is visible without flooding the log.
+#[derive(Default)]
+pub struct ProducerContext {
+    last: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl ProducerContext {
+    fn warn_limited(&self, what: &str, detail: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.0.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL) {
+            warn!(suppressed = last.1, "Kafka producer {what}: {detail}");
+            *last = (Some(Instant::now()), 0);
+        } else {
+            last.1 += 1;
+        }
+    }
+}
+
+impl ClientContext for ProducerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => self.warn_limited("error", &format!("{fac}: {message}")),
+            RDKafkaLogLevel::Warning | RDKafkaLogLevel::Notice => {
+                debug!(fac, "librdkafka: {message}")
+            }
+            _ => {}
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.warn_limited("error", &format!("{error} ({reason})"));
+    }
+}
+
+type Client = FutureProducer<ProducerContext>;
 
 /// Why the producer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +154,7 @@ pub fn start(
     for (k, v) in &settings.extra {
         cfg.set(k, v);
     }
-    let producer: FutureProducer = cfg.create()?;
+    let producer: Client = cfg.create_with_context(ProducerContext::default())?;
 
     let budget_units = (settings.max_queue_bytes / BUDGET_UNIT).max(1);
     let budget = Arc::new(Semaphore::new(budget_units));
@@ -174,7 +218,7 @@ impl ProducerHandle {
 }
 
 async fn run(
-    producer: FutureProducer,
+    producer: Client,
     topic: String,
     max_chunk_bytes: usize,
     mut rx: mpsc::Receiver<Work>,
@@ -240,7 +284,7 @@ async fn run(
 
 /// Hands one record to librdkafka, waiting (without blocking the runtime) while its local queue is full.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &Client,
     topic: &str,
     key: &str,
     header: &[u8],

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::live::LiveStream;
+
 /// Current wall-clock time in Unix milliseconds.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -19,9 +21,8 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Copy, Default)]
 struct History {
-    live: bool,
+    live: Option<Arc<LiveStream>>,
     next_seq: u64,
     next_disc: u64,
 }
@@ -43,6 +44,8 @@ pub struct Claim {
     stream: String,
     /// Identifier of this broadcast, unique across restarts.
     pub broadcast: String,
+    /// The stream as players and the control API see it.
+    pub live: Arc<LiveStream>,
     next_seq: u64,
     disc_seq: u64,
     first: bool,
@@ -60,33 +63,66 @@ pub struct Numbering {
 }
 
 impl Registry {
-    /// Claims `stream` for a new broadcast, or refuses if it is live.
-    pub fn claim(&self, stream: &str) -> Result<Claim, AlreadyLive> {
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    /// Claims `stream` for a new broadcast from `app`/`client_addr`, or refuses if it is live.
+    pub fn claim(
+        &self,
+        stream: &str,
+        app: &str,
+        client_addr: String,
+    ) -> Result<Claim, AlreadyLive> {
+        let mut map = self.lock();
         let now = unix_ms();
         let entry = map.entry(stream.to_owned()).or_insert_with(|| History {
-            live: false,
+            live: None,
             next_seq: now / 100,
             next_disc: now / 1000,
         });
-        if entry.live {
+        if entry.live.is_some() {
             return Err(AlreadyLive(stream.to_owned()));
         }
-        entry.live = true;
+        let broadcast = format!("{now}-{:08x}", rand_u32());
+        let live = Arc::new(LiveStream::new(
+            stream,
+            app,
+            client_addr,
+            broadcast.clone(),
+            now,
+        ));
+        entry.live = Some(live.clone());
         Ok(Claim {
             registry: self.clone(),
             stream: stream.to_owned(),
-            broadcast: format!("{now}-{:08x}", rand_u32()),
+            broadcast,
+            live,
             next_seq: entry.next_seq,
             disc_seq: entry.next_disc,
             first: true,
         })
     }
 
+    /// The live stream of that name, if any.
+    pub fn get(&self, stream: &str) -> Option<Arc<LiveStream>> {
+        self.lock().get(stream).and_then(|h| h.live.clone())
+    }
+
+    /// Every live stream, by name.
+    pub fn live_streams(&self) -> Vec<Arc<LiveStream>> {
+        let mut v: Vec<_> = self
+            .lock()
+            .values()
+            .filter_map(|h| h.live.clone())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
     /// Names currently live.
     pub fn live_count(&self) -> usize {
-        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().filter(|h| h.live).count()
+        self.lock().values().filter(|h| h.live.is_some()).count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, History>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -126,13 +162,10 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut map = self
-            .registry
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        self.live.close();
+        let mut map = self.registry.lock();
         if let Some(h) = map.get_mut(&self.stream) {
-            h.live = false;
+            h.live = None;
             h.next_seq = self.next_seq;
             h.next_disc = self.disc_seq;
         }
@@ -154,17 +187,17 @@ mod tests {
     #[test]
     fn second_publisher_is_refused_until_the_first_leaves() {
         let r = Registry::default();
-        let a = r.claim("s").expect("first claim");
-        assert!(r.claim("s").is_err());
-        assert!(r.claim("other").is_ok());
+        let a = r.claim("s", "live", String::new()).expect("first claim");
+        assert!(r.claim("s", "live", String::new()).is_err());
+        assert!(r.claim("other", "live", String::new()).is_ok());
         drop(a);
-        assert!(r.claim("s").is_ok());
+        assert!(r.claim("s", "live", String::new()).is_ok());
     }
 
     #[test]
     fn republish_continues_numbering_with_a_discontinuity() {
         let r = Registry::default();
-        let mut a = r.claim("s").expect("claim");
+        let mut a = r.claim("s", "live", String::new()).expect("claim");
         let first = a.next(false);
         assert!(first.discontinuity);
         let second = a.next(false);
@@ -174,7 +207,7 @@ mod tests {
         let changed = a.next(true);
         assert_eq!(changed.disc_seq, first.disc_seq + 1);
         drop(a);
-        let mut b = r.claim("s").expect("claim");
+        let mut b = r.claim("s", "live", String::new()).expect("claim");
         let again = b.next(false);
         assert_eq!(again.seq, changed.seq + 1);
         assert_eq!(again.disc_seq, changed.disc_seq + 1);
@@ -186,7 +219,7 @@ mod tests {
         // A previous process that started 10 s ago with 2 s segments got 5 segments ahead of its base.
         let earlier_base = unix_ms() / 100 - 100;
         let r = Registry::default();
-        let mut c = r.claim("s").expect("claim");
+        let mut c = r.claim("s", "live", String::new()).expect("claim");
         assert!(c.next(false).seq > earlier_base + 5);
     }
 }

@@ -1,9 +1,11 @@
 //! The RTMP server: accepts connections (bounded), and runs each in its own task with its own span.
 
 mod aggregate;
+mod connect;
 mod session;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
+use crate::hooks::Hooks;
 use crate::producer::ProducerHandle;
 use crate::registry::Registry;
 
@@ -26,6 +29,12 @@ pub struct ServerContext {
     pub idle_timeout: Duration,
     pub registry: Registry,
     pub producer: ProducerHandle,
+    /// Manager hooks (nginx-rtmp compatible).
+    pub hooks: Hooks,
+    /// Period of `on_update` calls.
+    pub update_interval: Duration,
+    /// Source of nginx-rtmp's `clientid` field.
+    pub next_client_id: AtomicU64,
 }
 
 /// Accepts RTMP connections until `cancel` fires, then waits (bounded) for the sessions to wind down so

@@ -1,29 +1,42 @@
-//! One RTMP connection: handshake, then rml_rtmp's server session fed with socket bytes, with its events
-//! turned into a [`Broadcast`]. Every exit path (clean unpublish, EOF, network error, idle timeout,
-//! shutdown) ends the broadcast, so edges always learn that the stream stopped.
+//! One RTMP connection: handshake, then rml_rtmp's server session fed with socket bytes, its events
+//! turned into a publishing [`Broadcast`] or a playing subscription.
+//!
+//! Every exit path (clean unpublish, EOF, network error, idle timeout, kick, `on_update` refusal,
+//! shutdown) goes through [`Connection::finish`], which ends the broadcast so edges learn the stream
+//! stopped, and fires the done-hook exactly once for a session the hooks accepted.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
+    PublishMode, ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
+    ServerSessionResult,
 };
+use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::aggregate;
-use super::ServerContext;
+use super::connect::ConnectSniffer;
+use super::{aggregate, ServerContext};
 use crate::broadcast::Broadcast;
+use crate::hooks::{split_stream_key, ClientInfo, Decision, Role};
+use crate::live::{Frame, LiveStream};
 
 const READ_BUF: usize = 64 * 1024;
 /// Message type id of RTMP aggregate messages.
 const AGGREGATE: u8 = 22;
+/// How long a playing client may stay silent: a day, i.e. only the write timeout applies.
+const PLAYER_READ_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Frames written to a player per wake-up, so one busy player cannot starve its own socket reads.
+const PLAYER_BATCH: usize = 64;
 
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +61,24 @@ impl From<ServerSessionError> for SessionError {
     }
 }
 
+/// What an accepted session is doing.
+enum Active {
+    Publishing {
+        // Boxed: the remuxer's state is large and a connection holds one of these at most.
+        broadcast: Box<Broadcast>,
+        name: String,
+        args: Vec<(String, String)>,
+        since: Instant,
+    },
+    Playing {
+        live: Arc<LiveStream>,
+        stream_id: u32,
+        name: String,
+        args: Vec<(String, String)>,
+        since: Instant,
+    },
+}
+
 /// Runs a connection to its end; never panics the server, logs why it ended.
 pub async fn run(
     mut socket: TcpStream,
@@ -56,15 +87,22 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     debug!("connection accepted");
+    let client = ClientInfo {
+        addr: Some(peer.ip()),
+        clientid: ctx.next_client_id.fetch_add(1, Ordering::Relaxed),
+        ..ClientInfo::default()
+    };
     let mut conn = Connection {
         ctx,
-        broadcast: None,
+        client,
+        sniffer: ConnectSniffer::new(),
+        active: None,
+        player_rx: None,
         close: None,
+        last_timestamp: 0,
     };
     let result = conn.drive(&mut socket, &cancel).await;
-    if let Some(b) = conn.broadcast.take() {
-        b.end().await;
-    }
+    conn.finish().await;
     let _ = socket.shutdown().await;
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
@@ -75,9 +113,15 @@ pub async fn run(
 
 struct Connection {
     ctx: Arc<ServerContext>,
-    broadcast: Option<Broadcast>,
+    client: ClientInfo,
+    sniffer: ConnectSniffer,
+    active: Option<Active>,
+    /// Frames for a playing session; taken out of `active` so the loop can select on it.
+    player_rx: Option<mpsc::Receiver<Frame>>,
     /// Set when the session must end after the pending responses are written (e.g. a refused publish).
     close: Option<String>,
+    /// Latest media timestamp seen (for `on_update`'s `timestamp` field).
+    last_timestamp: u32,
 }
 
 impl Connection {
@@ -96,32 +140,97 @@ impl Connection {
         let (mut session, initial) = ServerSession::new(config)?;
         let mut out = Vec::new();
         self.handle_results(&mut session, initial, &mut out).await?;
-        let results = session.handle_input(&remaining)?;
-        self.handle_results(&mut session, results, &mut out).await?;
+        self.input(&mut session, &remaining, &mut out).await?;
         self.flush(socket, &mut out).await?;
 
         let idle = self.ctx.idle_timeout;
         let mut buf = vec![0u8; READ_BUF];
+        let mut update = tokio::time::interval(self.ctx.update_interval);
+        update.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        update.reset();
         loop {
             if let Some(why) = self.close.take() {
                 return Err(SessionError::Refused(why));
             }
-            let n = tokio::select! {
+            let kick = match &self.active {
+                Some(Active::Publishing { broadcast, .. }) => Some(broadcast.live().kick.clone()),
+                _ => None,
+            };
+            // A player sends almost nothing once playing (its acknowledgement window is 1 GB), so
+            // silence from it is no sign of a dead connection; writes to it have their own timeout.
+            let read_timeout = if self.player_rx.is_some() {
+                PLAYER_READ_TIMEOUT
+            } else {
+                idle
+            };
+            tokio::select! {
                 _ = cancel.cancelled() => {
                     info!("server shutting down; closing connection");
                     return Ok(());
                 }
-                read = tokio::time::timeout(idle, socket.read(&mut buf)) => match read {
-                    Err(_) => return Err(SessionError::Idle(idle)),
-                    Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(n)) => n,
-                    Ok(Err(e)) => return Err(e.into()),
-                },
-            };
-            let results = session.handle_input(&buf[..n])?;
-            self.handle_results(&mut session, results, &mut out).await?;
-            self.flush(socket, &mut out).await?;
+                _ = kicked(kick.as_ref()) => {
+                    return Err(SessionError::Refused("publisher kicked through the control API".into()));
+                }
+                _ = update.tick(), if self.active.is_some() && self.ctx.hooks.has_update() => {
+                    if !self.update_hook().await {
+                        return Err(SessionError::Refused("dropped: on_update answered non-2xx".into()));
+                    }
+                }
+                frame = recv(&mut self.player_rx), if self.player_rx.is_some() => {
+                    let Some(frame) = frame else {
+                        return self.stop_playing(&mut session, socket, &mut out).await;
+                    };
+                    self.play_frames(&mut session, frame, &mut out)?;
+                    self.flush(socket, &mut out).await?;
+                }
+                read = tokio::time::timeout(read_timeout, socket.read(&mut buf)) => {
+                    let n = match read {
+                        Err(_) => return Err(SessionError::Idle(idle)),
+                        Ok(Ok(0)) => return Ok(()),
+                        Ok(Ok(n)) => n,
+                        Ok(Err(e)) => return Err(e.into()),
+                    };
+                    self.input(&mut session, &buf[..n], &mut out).await?;
+                    self.flush(socket, &mut out).await?;
+                }
+            }
         }
+    }
+
+    /// Ends what the session was doing: exactly once, whatever ended it.
+    async fn finish(&mut self) {
+        self.player_rx = None;
+        match self.active.take() {
+            Some(Active::Publishing {
+                broadcast,
+                name,
+                args,
+                ..
+            }) => {
+                broadcast.end().await;
+                self.ctx
+                    .hooks
+                    .done(Role::Publish, &self.client, &name, &args);
+            }
+            Some(Active::Playing { name, args, .. }) => {
+                info!(stream = %name, "player left");
+                self.ctx.hooks.done(Role::Play, &self.client, &name, &args);
+            }
+            None => {}
+        }
+    }
+
+    async fn input(
+        &mut self,
+        session: &mut ServerSession,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        if self.sniffer.fields().is_none() {
+            self.sniffer.feed(bytes);
+        }
+        let results = session.handle_input(bytes)?;
+        self.handle_results(session, results, out).await
     }
 
     async fn flush(&self, socket: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), SessionError> {
@@ -134,6 +243,29 @@ impl Connection {
             .map_err(|_| SessionError::Idle(idle))??;
         out.clear();
         Ok(())
+    }
+
+    async fn update_hook(&self) -> bool {
+        let (role, name, args, since) = match &self.active {
+            Some(Active::Publishing {
+                name, args, since, ..
+            }) => (Role::Publish, name, args, since),
+            Some(Active::Playing {
+                name, args, since, ..
+            }) => (Role::Play, name, args, since),
+            None => return true,
+        };
+        self.ctx
+            .hooks
+            .on_update(
+                role,
+                &self.client,
+                name,
+                args,
+                since.elapsed().as_secs(),
+                self.last_timestamp,
+            )
+            .await
     }
 
     async fn handle_results(
@@ -178,7 +310,14 @@ impl Connection {
                 app_name,
             } => {
                 // Some clients append a query to the app name (`live?token=..`).
-                let app = app_name.split('?').next().unwrap_or_default();
+                let app = app_name.split('?').next().unwrap_or_default().to_owned();
+                if let Some(f) = self.sniffer.fields() {
+                    self.client.flashver = f.flashver.clone();
+                    self.client.swfurl = f.swfurl.clone();
+                    self.client.tcurl = f.tcurl.clone();
+                    self.client.pageurl = f.pageurl.clone();
+                }
+                self.client.app = app.clone();
                 if app == self.ctx.app {
                     session.accept_request(request_id)?
                 } else {
@@ -193,23 +332,33 @@ impl Connection {
             ServerSessionEvent::PublishStreamRequested {
                 request_id,
                 stream_key,
+                mode,
                 ..
             } => {
-                self.publish_requested(session, request_id, &stream_key)
+                self.publish_requested(session, request_id, &stream_key, mode)
                     .await?
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
-                if let Some(b) = self.broadcast.take() {
-                    b.end().await;
-                }
+                // FCUnpublish/deleteStream: the broadcast is over even if the socket lingers.
+                self.finish().await;
+                Vec::new()
+            }
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                stream_key,
+                stream_id,
+                ..
+            } => {
+                self.play_requested(session, request_id, &stream_key, stream_id)
+                    .await?
+            }
+            ServerSessionEvent::PlayStreamFinished { .. } => {
+                self.finish().await;
                 Vec::new()
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-                if let Some(b) = self.broadcast.as_mut() {
-                    b.on_metadata(
-                        metadata.video_codec_id.is_some(),
-                        metadata.audio_codec_id.is_some(),
-                    );
+                if let Some(Active::Publishing { broadcast, .. }) = self.active.as_mut() {
+                    broadcast.on_metadata(metadata);
                 }
                 Vec::new()
             }
@@ -225,14 +374,6 @@ impl Connection {
                 self.media(8, timestamp.value, data)?;
                 Vec::new()
             }
-            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                self.close = Some("play refused: RTMP playback is not enabled".into());
-                session.reject_request(
-                    request_id,
-                    "NetStream.Play.Failed",
-                    "RTMP playback is not enabled on this server; watch over HLS",
-                )?
-            }
             ServerSessionEvent::UnhandleableAmf0Command { command_name, .. } => {
                 // releaseStream, FCPublish, FCUnpublish and friends need no answer for OBS or ffmpeg.
                 debug!(%command_name, "ignoring AMF0 command");
@@ -245,50 +386,205 @@ impl Connection {
         })
     }
 
+    /// Validates the name, asks the manager, and applies its answer; the error status a refused client
+    /// gets says why.
+    async fn admit(
+        &mut self,
+        role: Role,
+        stream_key: &str,
+        publish_type: &str,
+    ) -> Result<(String, Vec<(String, String)>), String> {
+        if self.active.is_some() {
+            return Err("this connection is already publishing or playing".into());
+        }
+        let (name, args) = split_stream_key(stream_key);
+        // Before any hook is called: a name that could escape a path never reaches the manager, nor
+        // does a publish that would be refused as a duplicate anyway.
+        common::validate_stream_name(name).map_err(|e| e.to_string())?;
+        if role == Role::Publish && self.ctx.registry.get(name).is_some() {
+            return Err(format!("stream `{name}` is already being published"));
+        }
+        let decision = match role {
+            Role::Publish => {
+                self.ctx
+                    .hooks
+                    .on_publish(&self.client, name, publish_type, &args)
+                    .await
+            }
+            Role::Play => self.ctx.hooks.on_play(&self.client, name, &args).await,
+        };
+        let name = match decision {
+            Decision::Allow => name.to_owned(),
+            Decision::Rename(new) => {
+                common::validate_stream_name(&new)
+                    .map_err(|e| format!("manager renamed the stream to an invalid name: {e}"))?;
+                info!(from = %name, to = %new, "manager renamed the stream");
+                new
+            }
+            Decision::Deny(why) => return Err(format!("refused by the manager: {why}")),
+        };
+        Ok((name, args))
+    }
+
     async fn publish_requested(
         &mut self,
         session: &mut ServerSession,
         request_id: u32,
         stream_key: &str,
+        mode: PublishMode,
     ) -> Result<Vec<ServerSessionResult>, SessionError> {
-        // `rtmp://host/live/name?token=abc`: the query belongs to the hooks, not to the name.
-        let name = stream_key.split('?').next().unwrap_or_default();
-        let refuse = |this: &mut Self, session: &mut ServerSession, code: &str, why: String| {
-            this.close = Some(format!("publish refused: {why}"));
-            session.reject_request(request_id, code, &why)
+        let publish_type = match mode {
+            PublishMode::Live => "live",
+            PublishMode::Record => "record",
+            PublishMode::Append => "append",
         };
-        if self.broadcast.is_some() {
-            return Ok(refuse(
-                self,
-                session,
-                "NetStream.Publish.BadName",
-                "this connection is already publishing".into(),
-            )?);
-        }
-        if let Err(e) = common::validate_stream_name(name) {
-            return Ok(refuse(
-                self,
-                session,
-                "NetStream.Publish.BadName",
-                e.to_string(),
-            )?);
-        }
-        let claim = match self.ctx.registry.claim(name) {
+        let (name, args) = match self.admit(Role::Publish, stream_key, publish_type).await {
+            Ok(ok) => ok,
+            Err(why) => return self.refuse(session, request_id, "NetStream.Publish.BadName", why),
+        };
+        let addr = self.client.addr.map(|a| a.to_string()).unwrap_or_default();
+        let claim = match self.ctx.registry.claim(&name, &self.client.app, addr) {
             Ok(c) => c,
             Err(e) => {
-                return Ok(refuse(
-                    self,
+                // The manager accepted a session that never started: tell it so.
+                self.ctx
+                    .hooks
+                    .done(Role::Publish, &self.client, &name, &args);
+                return self.refuse(
                     session,
+                    request_id,
                     "NetStream.Publish.BadName",
                     e.to_string(),
-                )?)
+                );
             }
         };
-        tracing::Span::current().record("stream", name);
+        tracing::Span::current().record("stream", name.as_str());
         let results = session.accept_request(request_id)?;
-        self.broadcast =
-            Some(Broadcast::start(claim, self.ctx.producer.clone(), self.ctx.segment).await);
+        let broadcast = Broadcast::start(claim, self.ctx.producer.clone(), self.ctx.segment).await;
+        self.active = Some(Active::Publishing {
+            broadcast: Box::new(broadcast),
+            name,
+            args,
+            since: Instant::now(),
+        });
         Ok(results)
+    }
+
+    async fn play_requested(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        stream_key: &str,
+        stream_id: u32,
+    ) -> Result<Vec<ServerSessionResult>, SessionError> {
+        let (name, args) = match self.admit(Role::Play, stream_key, "live").await {
+            Ok(ok) => ok,
+            Err(why) => return self.refuse(session, request_id, "NetStream.Play.Failed", why),
+        };
+        let Some(live) = self.ctx.registry.get(&name) else {
+            self.ctx.hooks.done(Role::Play, &self.client, &name, &args);
+            return self.refuse(
+                session,
+                request_id,
+                "NetStream.Play.StreamNotFound",
+                format!("stream `{name}` is not live"),
+            );
+        };
+        tracing::Span::current().record("stream", name.as_str());
+        let results = session.accept_request(request_id)?;
+        self.player_rx = Some(live.subscribe());
+        info!(stream = %name, "player joined");
+        self.active = Some(Active::Playing {
+            live,
+            stream_id,
+            name,
+            args,
+            since: Instant::now(),
+        });
+        Ok(results)
+    }
+
+    fn refuse(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        code: &str,
+        why: String,
+    ) -> Result<Vec<ServerSessionResult>, SessionError> {
+        let results = session.reject_request(request_id, code, &why)?;
+        self.close = Some(format!("refused ({code}): {why}"));
+        Ok(results)
+    }
+
+    /// Serializes `first` and whatever else is already queued (bounded) for the player.
+    fn play_frames(
+        &mut self,
+        session: &mut ServerSession,
+        first: Frame,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        let Some(Active::Playing { stream_id, .. }) = &self.active else {
+            return Ok(());
+        };
+        let stream_id = *stream_id;
+        let mut frame = Some(first);
+        let mut n = 0;
+        while let Some(f) = frame.take() {
+            let packet = match f {
+                Frame::Metadata(m) => session.send_metadata(stream_id, &m)?,
+                Frame::Video { timestamp, data } => {
+                    self.last_timestamp = timestamp;
+                    session.send_video_data(
+                        stream_id,
+                        data,
+                        RtmpTimestamp::new(timestamp),
+                        false,
+                    )?
+                }
+                Frame::Audio { timestamp, data } => session.send_audio_data(
+                    stream_id,
+                    data,
+                    RtmpTimestamp::new(timestamp),
+                    false,
+                )?,
+            };
+            out.extend_from_slice(&packet.bytes);
+            n += 1;
+            if n < PLAYER_BATCH {
+                frame = self.player_rx.as_mut().and_then(|rx| rx.try_recv().ok());
+            }
+        }
+        Ok(())
+    }
+
+    /// The publisher left (or this player was too slow): tell the player the stream ended, then close.
+    async fn stop_playing(
+        &mut self,
+        session: &mut ServerSession,
+        socket: &mut TcpStream,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        self.player_rx = None;
+        if let Some(Active::Playing {
+            stream_id, live, ..
+        }) = &self.active
+        {
+            let still_live = self
+                .ctx
+                .registry
+                .get(&live.name)
+                .is_some_and(|l| Arc::ptr_eq(&l, live));
+            if let Ok(p) = session.finish_playing(*stream_id) {
+                out.extend_from_slice(&p.bytes);
+            }
+            self.flush(socket, out).await?;
+            if still_live {
+                return Err(SessionError::Refused(
+                    "player too slow for the stream; disconnected".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn handle_aggregate(&mut self, body: &Bytes, timestamp: u32) -> Result<(), SessionError> {
@@ -308,13 +604,14 @@ impl Connection {
     /// Feeds one audio (8) or video (9) message to the broadcast. Malformed media is dropped with a
     /// warning; media this server cannot carry ends the connection with a clear reason.
     fn media(&mut self, type_id: u8, timestamp: u32, data: Bytes) -> Result<(), SessionError> {
-        let Some(b) = self.broadcast.as_mut() else {
+        let Some(Active::Publishing { broadcast, .. }) = self.active.as_mut() else {
             return Ok(());
         };
+        self.last_timestamp = timestamp;
         let result = if type_id == 9 {
-            b.on_video(timestamp, data)
+            broadcast.on_video(timestamp, data)
         } else {
-            b.on_audio(timestamp, data)
+            broadcast.on_audio(timestamp, data)
         };
         match result {
             Ok(()) => Ok(()),
@@ -327,6 +624,20 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+}
+
+async fn kicked(kick: Option<&CancellationToken>) {
+    match kick {
+        Some(k) => k.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<Frame>>) -> Option<Frame> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
