@@ -17,11 +17,23 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # librdkafka is built with TLS (and so SASL PLAIN/SCRAM) for production clusters.
 dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
+# nginx with nginx-rtmp: the system this project replaces, run side by side in the compatibility test and
+# the benchmark (never as a system service).
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
+  # Keep package scripts from starting services (nginx would take port 80); tests start what they need.
+  no_start=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    no_start=1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+  [ -n "$no_start" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
 if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then

@@ -304,7 +304,7 @@ fn deny_timeout_refused_duplicate_and_bad_names() -> Result<()> {
 fn update_kick_abrupt_drop_and_control_api() -> Result<()> {
     let dir = e2e::work_dir("hooks_update");
     let manager = Manager::start(|call| match (call.get("call"), call.get("name")) {
-        (Some("update"), Some("kickme")) => Answer::Status(403),
+        (Some("update_publish"), Some("kickme")) => Answer::Status(403),
         _ => Answer::Status(200),
     });
     let broker = Broker::start(&dir, "live-topic", 1)?;
@@ -337,7 +337,7 @@ fn update_kick_abrupt_drop_and_control_api() -> Result<()> {
     );
     ensure!(
         !manager
-            .wait_for("update", 1, Duration::from_secs(1))
+            .wait_for("update_publish", 1, Duration::from_secs(1))
             .is_empty(),
         "update called"
     );

@@ -5,8 +5,10 @@
 //!
 //! Body fields, in nginx-rtmp's order: `app`, `flashver`, `swfurl`, `tcurl`, `pageurl`, `addr`,
 //! `clientid`, then `call` and the event's own fields (`name`, `type` for publish; `name`, `start`,
-//! `duration`, `reset` for play; `name`, `time`, `timestamp` for update), then every query argument the
-//! client put on the stream name (`rtmp://host/live/key?token=abc` adds `token=abc`).
+//! `duration`, `reset` for play; `time`, `timestamp`, `name` for update), then every query argument the
+//! client put on the stream name (`rtmp://host/live/key?token=abc` adds `token=abc`). The e2e suite
+//! checks this against Debian's nginx-rtmp itself, which is how `call=update_publish`/`update_play`
+//! (not the documented `update`) and play's raw `start` value were found.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -43,6 +45,15 @@ pub struct ClientInfo {
 pub enum Role {
     Publish,
     Play,
+}
+
+/// The arguments of the client's `play` command, as nginx-rtmp reports them: milliseconds, cast to an
+/// unsigned 32-bit number (so ffmpeg's "live or recorded", -2 s, is sent as 4294965296).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlayRequest {
+    pub start_ms: u32,
+    pub duration_ms: u32,
+    pub reset: bool,
 }
 
 /// The manager's answer to `on_publish` / `on_play`.
@@ -111,11 +122,12 @@ impl Hooks {
         self.decide(url, form, args).await
     }
 
-    /// Asks whether `name` may be played.
+    /// Asks whether `name` may be played; `request` is what the client's `play` asked for.
     pub async fn on_play(
         &self,
         client: &ClientInfo,
         name: &str,
+        request: PlayRequest,
         args: &[(String, String)],
     ) -> Decision {
         let Some(url) = &self.urls.on_play else {
@@ -124,11 +136,9 @@ impl Hooks {
         let mut form = session_fields(client);
         form.push(("call", "play".into()));
         form.push(("name", name.into()));
-        // Live playback: nginx-rtmp sends the client's start/duration/reset; a live play always starts
-        // now and runs until stopped.
-        form.push(("start", "0".into()));
-        form.push(("duration", "0".into()));
-        form.push(("reset", "0".into()));
+        form.push(("start", request.start_ms.to_string()));
+        form.push(("duration", request.duration_ms.to_string()));
+        form.push(("reset", u8::from(request.reset).to_string()));
         self.decide(url, form, args).await
     }
 
@@ -147,7 +157,14 @@ impl Hooks {
             return true;
         };
         let mut form = session_fields(client);
-        form.push(("call", "update".into()));
+        form.push((
+            "call",
+            match role {
+                Role::Publish => "update_publish",
+                Role::Play => "update_play",
+            }
+            .into(),
+        ));
         form.push(("time", seconds.to_string()));
         form.push(("timestamp", timestamp_ms.to_string()));
         form.push(("name", name.into()));
@@ -309,7 +326,10 @@ mod tests {
             hooks.on_publish(&c, "cam", "live", &[]).await,
             Decision::Allow
         );
-        assert_eq!(hooks.on_play(&c, "cam", &[]).await, Decision::Allow);
+        assert_eq!(
+            hooks.on_play(&c, "cam", PlayRequest::default(), &[]).await,
+            Decision::Allow
+        );
         assert!(hooks.on_update(Role::Publish, &c, "cam", &[], 1, 0).await);
     }
 

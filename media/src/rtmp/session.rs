@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::connect::ConnectSniffer;
 use super::{aggregate, ServerContext};
 use crate::broadcast::Broadcast;
-use crate::hooks::{split_stream_key, ClientInfo, Decision, Role};
+use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
 
 const READ_BUF: usize = 64 * 1024;
@@ -347,9 +347,19 @@ impl Connection {
                 request_id,
                 stream_key,
                 stream_id,
+                start_at,
+                duration,
+                reset,
                 ..
             } => {
-                self.play_requested(session, request_id, &stream_key, stream_id)
+                // nginx-rtmp forwards the raw numbers cast to uint32. rml_rtmp folds every negative
+                // start other than -1 into "live or recorded", which ffmpeg sends as -2000.
+                let request = PlayRequest {
+                    start_ms: play_start(&start_at),
+                    duration_ms: duration.unwrap_or(0),
+                    reset,
+                };
+                self.play_requested(session, request_id, &stream_key, stream_id, request)
                     .await?
             }
             ServerSessionEvent::PlayStreamFinished { .. } => {
@@ -393,6 +403,7 @@ impl Connection {
         role: Role,
         stream_key: &str,
         publish_type: &str,
+        play: PlayRequest,
     ) -> Result<(String, Vec<(String, String)>), String> {
         if self.active.is_some() {
             return Err("this connection is already publishing or playing".into());
@@ -411,7 +422,12 @@ impl Connection {
                     .on_publish(&self.client, name, publish_type, &args)
                     .await
             }
-            Role::Play => self.ctx.hooks.on_play(&self.client, name, &args).await,
+            Role::Play => {
+                self.ctx
+                    .hooks
+                    .on_play(&self.client, name, play, &args)
+                    .await
+            }
         };
         let name = match decision {
             Decision::Allow => name.to_owned(),
@@ -438,7 +454,15 @@ impl Connection {
             PublishMode::Record => "record",
             PublishMode::Append => "append",
         };
-        let (name, args) = match self.admit(Role::Publish, stream_key, publish_type).await {
+        let (name, args) = match self
+            .admit(
+                Role::Publish,
+                stream_key,
+                publish_type,
+                PlayRequest::default(),
+            )
+            .await
+        {
             Ok(ok) => ok,
             Err(why) => return self.refuse(session, request_id, "NetStream.Publish.BadName", why),
         };
@@ -476,8 +500,9 @@ impl Connection {
         request_id: u32,
         stream_key: &str,
         stream_id: u32,
+        request: PlayRequest,
     ) -> Result<Vec<ServerSessionResult>, SessionError> {
-        let (name, args) = match self.admit(Role::Play, stream_key, "live").await {
+        let (name, args) = match self.admit(Role::Play, stream_key, "live", request).await {
             Ok(ok) => ok,
             Err(why) => return self.refuse(session, request_id, "NetStream.Play.Failed", why),
         };
@@ -624,6 +649,22 @@ impl Connection {
                 Ok(())
             }
         }
+    }
+}
+
+/// The raw `start` of a play command as nginx-rtmp reports it (uint32 cast). rml_rtmp's
+/// `PlayStartValue` lives in a private module and cannot be named here, so its `Debug` form is read.
+fn play_start(start_at: &impl std::fmt::Debug) -> u32 {
+    let s = format!("{start_at:?}");
+    if s == "LiveOnly" {
+        u32::MAX
+    } else if let Some(raw) = s
+        .strip_prefix("StartTimeInSeconds(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        raw.parse().unwrap_or(0)
+    } else {
+        (-2000i32) as u32
     }
 }
 
