@@ -240,6 +240,29 @@ fn parse_kafka_options(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    /// The example file loads, sets exactly the defaults, and names every setting the CLI has.
+    #[test]
+    fn example_config_covers_every_key() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/media.toml");
+        let text = std::fs::read_to_string(&path).expect("config/media.toml");
+        let table: toml::Table = toml::from_str(&text).expect("valid TOML");
+        for arg in Args::command().get_arguments() {
+            let key = arg.get_id().as_str();
+            if matches!(key, "config" | "help" | "version") {
+                continue;
+            }
+            assert!(table.contains_key(key), "config/media.toml lacks `{key}`");
+        }
+        let from_file = Config::load(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .expect("example loads");
+        let defaults = Config::load(Args::default()).expect("defaults");
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
 
     #[test]
     fn file_keys_are_checked_and_flags_win() {

@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::metrics::RtmpCounters;
 use crate::producer::ProducerHandle;
 use crate::registry::Registry;
 
@@ -24,6 +25,7 @@ pub struct HttpState {
     pub registry: Registry,
     pub producer: ProducerHandle,
     pub api_token: Option<Arc<str>>,
+    pub rtmp: Arc<RtmpCounters>,
 }
 
 /// The router.
@@ -35,6 +37,7 @@ pub fn app(state: HttpState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .merge(api)
         .with_state(state)
 }
@@ -106,6 +109,14 @@ async fn kick_stream(State(s): State<HttpState>, Path(name): Path<String>) -> Re
     }
 }
 
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&s.registry, &s.producer, &s.rtmp),
+    )
+        .into_response()
+}
+
 async fn stats(State(s): State<HttpState>) -> Json<serde_json::Value> {
     let p = &s.producer.stats;
     Json(json!({
@@ -140,6 +151,7 @@ mod tests {
             registry: Registry::default(),
             producer,
             api_token: token.map(Arc::from),
+            rtmp: Arc::default(),
         }
     }
 
@@ -179,8 +191,19 @@ mod tests {
         let (status, _) = call(app(s.clone()), "DELETE", "/api/streams/cam", None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(claim.live.kick.is_cancelled());
-        let (status, _) = call(app(s), "DELETE", "/api/streams/nope", None).await;
+        let (status, _) = call(app(s.clone()), "DELETE", "/api/streams/nope", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = call(app(s), "GET", "/metrics", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("media_publishers 1\n"), "{body}");
+        assert!(
+            body.contains("media_stream_segments_total{stream=\"cam\"} 0\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("# TYPE media_kafka_produce_latency_seconds histogram"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

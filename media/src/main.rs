@@ -6,6 +6,7 @@ mod config;
 mod hooks;
 mod http;
 mod live;
+mod metrics;
 mod producer;
 mod registry;
 mod rtmp;
@@ -39,7 +40,6 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
             eprintln!("media: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -87,7 +87,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let registry = registry::Registry::default();
     let hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
+    let counters = Arc::new(metrics::RtmpCounters::default());
     let ctx = Arc::new(rtmp::ServerContext {
+        counters: counters.clone(),
         hooks: hooks.clone(),
         update_interval: config.update_interval,
         next_client_id: std::sync::atomic::AtomicU64::new(1),
@@ -103,6 +105,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registry,
         producer: producer.clone(),
         api_token: config.api_token.as_deref().map(Arc::from),
+        rtmp: counters,
     });
     let http_cancel = cancel.clone();
     let http_task = tokio::spawn(async move {

@@ -107,6 +107,8 @@ pub struct ProducerStats {
     pub segments_dropped: AtomicU64,
     /// Records that failed permanently.
     pub delivery_errors: AtomicU64,
+    /// Segment close -> broker acknowledged its last chunk.
+    pub produce_latency: crate::metrics::Histogram,
 }
 
 enum Work {
@@ -155,6 +157,7 @@ pub fn start(
         cfg.set(k, v);
     }
     let producer: Client = cfg.create_with_context(ProducerContext::default())?;
+    tokio::spawn(check_topic(producer.clone(), settings.topic.clone()));
 
     let budget_units = (settings.max_queue_bytes / BUDGET_UNIT).max(1);
     let budget = Arc::new(Semaphore::new(budget_units));
@@ -260,6 +263,7 @@ async fn run(
                     match results.into_iter().find_map(Result::err) {
                         None => {
                             stats.segments_delivered.fetch_add(1, Ordering::Relaxed);
+                            stats.produce_latency.observe(queued_at.elapsed());
                             debug!(%stream, seq, chunks, ms = queued_at.elapsed().as_millis() as u64, "segment delivered");
                         }
                         Some(e) => {
@@ -279,6 +283,41 @@ async fn run(
             warn!(error = %e, "producer flush incomplete; some records were not delivered")
         }
         Err(e) => warn!(error = %e, "producer flush task failed"),
+    }
+}
+
+/// Tells the operator, in words, whether the broker is reachable and the topic exists, retrying until
+/// both hold: librdkafka alone would retry silently while segments pile up in the queue.
+async fn check_topic(producer: Client, topic: String) {
+    let mut delay = Duration::from_secs(2);
+    loop {
+        let (p, t) = (producer.clone(), topic.clone());
+        let looked_up = tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(Some(&t), Duration::from_secs(5))
+                .map(|m| {
+                    m.topics()
+                        .first()
+                        .map(|t| (t.error().is_none(), t.partitions().len()))
+                })
+        })
+        .await;
+        match looked_up {
+            Ok(Ok(Some((true, partitions)))) if partitions > 0 => {
+                info!(%topic, partitions, "connected to Kafka");
+                return;
+            }
+            Ok(Ok(_)) => warn!(
+                %topic,
+                "topic `{topic}` does not exist on the brokers: create it (see README, Deployment); segments wait in the queue meanwhile"
+            ),
+            Ok(Err(e)) => {
+                warn!(error = %e, "Kafka brokers unreachable; retrying (segments wait in the queue)")
+            }
+            Err(_) => return,
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

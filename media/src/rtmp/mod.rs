@@ -5,7 +5,7 @@ mod connect;
 mod session;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct ServerContext {
     pub update_interval: Duration,
     /// Source of nginx-rtmp's `clientid` field.
     pub next_client_id: AtomicU64,
+    /// Connection counters for /metrics.
+    pub counters: Arc<crate::metrics::RtmpCounters>,
 }
 
 /// Accepts RTMP connections until `cancel` fires, then waits (bounded) for the sessions to wind down so
@@ -61,16 +63,20 @@ pub async fn serve(
             },
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
+            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
             warn!(%peer, max_connections, "connection refused: too many connections");
             continue;
         };
+        ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
         let _ = socket.set_nodelay(true);
         let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty);
         let ctx = ctx.clone();
         let cancel = cancel.child_token();
         tracker.spawn(
             async move {
-                session::run(socket, peer, ctx, cancel).await;
+                session::run(socket, peer, ctx.clone(), cancel).await;
+                ctx.counters.connections.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             }
             .instrument(span),
