@@ -3,47 +3,17 @@
 //! decoder. Skipped with a note when ffprobe is missing, unless REQUIRE_FFMPEG=1 (CI), then it fails.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::{read_flv, Tag};
 
-use bytes::Bytes;
 use media::remux::{Segment, Segmenter, SegmenterConfig};
 use serde_json::Value;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip.flv");
 const TOLERANCE_S: f64 = 0.1;
-
-#[derive(Debug, Clone)]
-struct Tag {
-    video: bool,
-    ts: u32,
-    body: Bytes,
-}
-
-/// Minimal FLV file reader (Adobe FLV spec v10.1 E.2/E.3): header, then tags with 11-byte headers,
-/// each followed by a 4-byte PreviousTagSize. Script tags are skipped.
-fn read_flv(data: &[u8]) -> Vec<Tag> {
-    assert_eq!(&data[..3], b"FLV", "not an FLV file");
-    let header_len = u32::from_be_bytes(data[5..9].try_into().unwrap()) as usize;
-    let mut pos = header_len + 4;
-    let mut tags = Vec::new();
-    while pos + 11 <= data.len() {
-        let kind = data[pos] & 0x1f;
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        // TimestampExtended is the upper 8 bits.
-        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
-        let body = Bytes::copy_from_slice(&data[pos + 11..pos + 11 + size]);
-        if kind == 8 || kind == 9 {
-            tags.push(Tag {
-                video: kind == 9,
-                ts,
-                body,
-            });
-        }
-        pos += 11 + size + 4;
-    }
-    tags
-}
 
 fn is_video_frame(t: &Tag) -> bool {
     t.video && t.body[1] == 1 && t.body[0] >> 4 != 5

@@ -3,8 +3,11 @@
 //! only fires when the section CRC is right) and no continuity-counter errors.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::cell::RefCell;
 use std::rc::Rc;
+use support::{read_flv, Tag};
 
 use bytes::Bytes;
 use media::remux::{Segment, Segmenter, SegmenterConfig, PCR_DELAY_MS, TIMESTAMP_OFFSET_MS};
@@ -182,13 +185,6 @@ fn demux(ts: &[u8]) -> Demuxed {
 
 // ---------------------------------------------------------------------------------------------
 // Input model: what went in, independent of the remux code
-
-#[derive(Debug, Clone)]
-struct Tag {
-    video: bool,
-    ts: u32,
-    body: Bytes,
-}
 
 #[derive(Debug, Default)]
 struct Expected {
@@ -574,28 +570,6 @@ fn synthetic_video_only_round_trip() {
 
 // ---------------------------------------------------------------------------------------------
 // Real media: the ffmpeg-made fixture
-
-fn read_flv(data: &[u8]) -> Vec<Tag> {
-    assert_eq!(&data[..3], b"FLV");
-    let header_len = u32::from_be_bytes(data[5..9].try_into().unwrap()) as usize;
-    let mut pos = header_len + 4;
-    let mut tags = Vec::new();
-    while pos + 11 <= data.len() {
-        let kind = data[pos] & 0x1f;
-        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
-        let body = Bytes::copy_from_slice(&data[pos + 11..pos + 11 + size]);
-        if kind == 8 || kind == 9 {
-            tags.push(Tag {
-                video: kind == 9,
-                ts,
-                body,
-            });
-        }
-        pos += 11 + size + 4;
-    }
-    tags
-}
 
 #[test]
 fn fixture_round_trip() {
