@@ -115,15 +115,12 @@ impl Playlist {
             .max()
             .unwrap_or(1)
             .max(1);
+        // RFC 8216 4.3.3.3/6.2.2: the sequence is the first segment's own discontinuity number. Its
+        // DISCONTINUITY tag is not rendered, which counts as removing it, so the number already includes
+        // it. A player then numbers every segment as its `disc_seq` (sequence + tags before it) however
+        // the window slides; hls.js refuses a reload that renumbers a segment it already has.
         let (media_seq, disc_seq) = match self.segments.front() {
-            // RFC 8216 6.2.2: the first segment's own DISCONTINUITY tag is not rendered, which counts as
-            // removing it, so the discontinuity sequence already includes it.
-            Some(first) => (
-                first.seq,
-                first
-                    .disc_seq
-                    .saturating_sub(u64::from(first.discontinuity)),
-            ),
+            Some(first) => (first.seq, first.disc_seq),
             None => (0, 0),
         };
         // Writing into a String cannot fail.
@@ -224,7 +221,7 @@ mod tests {
         assert_eq!(
             p.render(),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:17000000003\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXTINF:2.000,\n17000000003.ts\n#EXTINF:1.999,\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXTINF:2.000,\n17000000003.ts\n#EXTINF:1.999,\n\
              17000000004.ts\n"
         );
     }
@@ -260,17 +257,19 @@ mod tests {
         restarted.discontinuity = true;
         restarted.disc_seq = 7;
         assert_eq!(p.push(restarted), SegmentOutcome::WindowRestarted);
-        assert_eq!(p.push(seg(1_001, "new")), SegmentOutcome::Appended);
+        let mut next = seg(1_001, "new");
+        next.disc_seq = 7;
+        assert_eq!(p.push(next), SegmentOutcome::Appended);
         assert_eq!(seqs(&p), [1_000, 1_001]);
         let text = p.render();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:1000\n"), "{text}");
-        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:6\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:7\n"), "{text}");
         // The first segment's own discontinuity is folded into the sequence number, not rendered.
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     }
 
     #[test]
-    fn discontinuity_inside_the_window_is_tagged_and_counted_when_it_slides_out() {
+    fn discontinuity_inside_the_window_is_tagged_and_counted_once_it_is_first() {
         let mut p = Playlist::new(2);
         p.push(seg(1, "a"));
         let mut republished = seg(2, "b");
@@ -286,13 +285,14 @@ mod tests {
         let mut next = seg(3, "b");
         next.disc_seq = 1;
         p.push(next);
+        // Segment 2 is first now: its tag is no longer rendered and the sequence number counts it, so
+        // segments 2 and 3 keep the discontinuity number 1 they had before.
         let text = p.render();
-        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{text}");
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
         assert!(!text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
         let mut after = seg(4, "b");
         after.disc_seq = 1;
         p.push(after);
-        // Segment 2's discontinuity left the window: the sequence number counts it now.
         assert!(p.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
     }
 
@@ -472,7 +472,58 @@ mod tests {
         ]
     }
 
+    /// Discontinuity number of every segment URI of a rendered playlist, as a player counts them: the
+    /// sequence plus the DISCONTINUITY tags before the segment.
+    fn discontinuity_numbers(text: &str) -> Vec<(String, u64)> {
+        let mut number = 0;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+                number = v.parse().expect("number");
+            } else if line == "#EXT-X-DISCONTINUITY" {
+                number += 1;
+            } else if !line.starts_with('#') && !line.is_empty() {
+                out.push((line.to_owned(), number));
+            }
+        }
+        out
+    }
+
     proptest! {
+        /// What hls.js checks on every reload: a segment keeps its discontinuity number while it stays
+        /// in the window, and that number is the origin's `disc_seq`.
+        #[test]
+        fn segments_keep_their_discontinuity_number_as_the_window_slides(
+            window in 1usize..8,
+            first_disc in 0u64..2_000_000_000,
+            breaks in proptest::collection::vec(any::<bool>(), 1..40),
+        ) {
+            let mut p = Playlist::new(window);
+            let mut disc = first_disc;
+            let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+            for (i, &discontinuity) in breaks.iter().enumerate() {
+                // The first segment of a stream always starts a discontinuity, as the origin sends it.
+                let discontinuity = discontinuity || i == 0;
+                if discontinuity && i > 0 {
+                    disc += 1;
+                }
+                let mut s = seg(100 + i as u64, "b");
+                s.discontinuity = discontinuity;
+                s.disc_seq = disc;
+                p.push(s);
+                let text = p.render();
+                let numbers = discontinuity_numbers(&text);
+                for (uri, number) in numbers {
+                    let seq: u64 = uri.trim_end_matches(".ts").parse().expect("seq");
+                    let expected = p.segments().find(|m| m.seq == seq).map(|m| m.disc_seq);
+                    prop_assert_eq!(Some(number), expected, "{}", text);
+                    if let Some(before) = seen.insert(uri.clone(), number) {
+                        prop_assert_eq!(before, number, "{} renumbered:\n{}", uri, text);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn any_input_sequence_renders_a_valid_playlist(
             window in 1usize..8,
