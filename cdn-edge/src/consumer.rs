@@ -9,7 +9,7 @@
 //! [`Consumer::run`] with librdkafka's `BaseConsumer` on one blocking thread: the store is synchronous,
 //! so a plain poll loop is the simplest correct shape.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,11 +21,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::stats::Stats;
+use crate::stats::{ConsumerLag, Stats};
 use crate::store::{Inserted, Store};
 
 /// How long one metadata or offset lookup may take before it is retried.
@@ -124,6 +125,10 @@ pub struct Ingest {
     store: Arc<Store>,
     limits: ReassemblyLimits,
     reassemblers: HashMap<i32, Reassembler>,
+    /// Whether records now arrive as they are produced. Segments read from the lookback window at start
+    /// became available late because this edge just started, not because the path is slow, so their
+    /// latency is not observed.
+    caught_up: bool,
 }
 
 impl Ingest {
@@ -133,7 +138,13 @@ impl Ingest {
             store,
             limits,
             reassemblers: HashMap::new(),
+            caught_up: true,
         }
+    }
+
+    /// Says whether records are being read as they are produced (see the `caught_up` field).
+    pub fn set_caught_up(&mut self, caught_up: bool) {
+        self.caught_up = caught_up;
     }
 
     /// Handles one record of `partition`: its `livedto` header (if any) and its value. Never panics on
@@ -225,6 +236,14 @@ impl Ingest {
         }
         // Signed: clocks of origin and edge may disagree by more than the true latency.
         let latency_ms = i128::from(now_ms()) - i128::from(closed_at_ms);
+        if self.caught_up {
+            // A histogram cannot hold a negative time: an origin clock ahead of ours shows as 0.
+            let observed = u64::try_from(latency_ms.max(0)).unwrap_or(u64::MAX);
+            self.store
+                .stats()
+                .availability_latency
+                .observe(Duration::from_millis(observed));
+        }
         debug!(stream = %stream, seq, size, latency_ms, "segment available");
     }
 
@@ -242,15 +261,22 @@ fn should_log(n: u64) -> bool {
     n <= 10 || n.is_power_of_two()
 }
 
-/// librdkafka callbacks: like the default, except that client errors are rate-limited. While a broker
-/// is down librdkafka reports "all brokers down" many times a second, which would bury everything else.
+/// librdkafka callbacks: like the default, except that client errors are rate-limited (while a broker
+/// is down librdkafka reports "all brokers down" many times a second, which would bury everything else)
+/// and statistics are turned into per-partition lag.
 #[derive(Default)]
 struct EdgeContext {
     /// When an error was last logged, and how many were suppressed since.
     last_error: Mutex<(Option<Instant>, u64)>,
+    /// Where the lag from the latest statistics goes.
+    lag: Arc<ConsumerLag>,
 }
 
 impl ClientContext for EdgeContext {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.replace(partition_lags(&statistics));
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let mut last = self
             .last_error
@@ -267,10 +293,39 @@ impl ClientContext for EdgeContext {
 
 impl ConsumerContext for EdgeContext {}
 
+/// Lag of every assigned partition in `statistics` (the edge reads one topic). librdkafka's own
+/// `consumer_lag` is not used: it counts from the committed offset, and an edge never commits.
+fn partition_lags(statistics: &Statistics) -> BTreeMap<i32, i64> {
+    statistics
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.values())
+        // -1 is librdkafka's internal "unassigned" partition.
+        .filter(|p| p.partition >= 0)
+        .filter_map(|p| Some((p.partition, lag(p.hi_offset, p.app_offset, p.next_offset)?)))
+        .collect()
+}
+
+/// The high watermark minus the offset of the next record the edge will be handed. Before anything was
+/// consumed (no application offset) the fetch position stands in; without a known high watermark
+/// there is no lag to report, rather than a made-up number. librdkafka marks unknown offsets negative.
+fn lag(high_watermark: i64, app_offset: i64, next_offset: i64) -> Option<i64> {
+    if high_watermark < 0 {
+        return None;
+    }
+    let position = if app_offset >= 0 {
+        app_offset
+    } else {
+        next_offset
+    };
+    (position >= 0).then(|| (high_watermark - position).max(0))
+}
+
 /// The Kafka consumer of the edge.
 pub struct Consumer {
     inner: BaseConsumer<EdgeContext>,
     settings: ConsumerSettings,
+    lag: Arc<ConsumerLag>,
 }
 
 impl Consumer {
@@ -293,12 +348,29 @@ impl Consumer {
             .set("fetch.wait.max.ms", "100")
             // librdkafka's prefetch queue is per partition; its default (64 MiB) times many partitions
             // would be unbounded in practice.
-            .set("queued.max.messages.kbytes", "16384");
+            .set("queued.max.messages.kbytes", "16384")
+            // Statistics carry each partition's high watermark and position, i.e. the lag /metrics
+            // shows, at no extra broker request; a few seconds is fresh enough for a scrape.
+            .set("statistics.interval.ms", "5000");
         for (k, v) in &settings.kafka_options {
             cfg.set(k, v);
         }
-        let inner: BaseConsumer<EdgeContext> = cfg.create_with_context(EdgeContext::default())?;
-        Ok(Self { inner, settings })
+        let lag = Arc::new(ConsumerLag::default());
+        let context = EdgeContext {
+            lag: lag.clone(),
+            ..EdgeContext::default()
+        };
+        let inner: BaseConsumer<EdgeContext> = cfg.create_with_context(context)?;
+        Ok(Self {
+            inner,
+            settings,
+            lag,
+        })
+    }
+
+    /// Per-partition lag, refreshed from librdkafka's statistics while [`Consumer::run`] polls.
+    pub fn lag(&self) -> Arc<ConsumerLag> {
+        self.lag.clone()
     }
 
     /// Consumes until `cancel` fires: waits for the topic, seeks every partition to `now - lookback`,
@@ -329,10 +401,12 @@ impl Consumer {
         }
 
         let mut ingest = Ingest::new(store.clone(), self.settings.reassembly);
+        ingest.set_caught_up(false);
         let mut next_refresh = Instant::now() + self.settings.metadata_refresh;
         while !cancel.is_cancelled() {
             match self.inner.poll(POLL_TIMEOUT) {
-                None => {}
+                // Nothing waiting: the lookback backlog is behind us.
+                None => ingest.set_caught_up(true),
                 Some(Ok(msg)) => {
                     let header = msg.headers().and_then(|headers| {
                         headers
@@ -478,7 +552,8 @@ impl Consumer {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch, the clock `closed_at_ms` is stamped with.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -595,9 +670,17 @@ mod tests {
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:100\n"), "{text}");
         assert!(text.contains("102.ts\n"), "{text}");
         assert_eq!(Stats::get(&store.stats().segments_stored), 6);
+        assert_eq!(store.stats().availability_latency.snapshot().count, 6);
+        // Backlog read at start is not observed.
+        ingest.set_caught_up(false);
+        for (h, v) in records("cam", 103, 1_000, 3_000) {
+            ingest.record(0, Some(&h), &v);
+        }
+        assert_eq!(Stats::get(&store.stats().segments_stored), 7);
+        assert_eq!(store.stats().availability_latency.snapshot().count, 6);
         assert_eq!(
             Stats::get(&store.stats().records),
-            (a.len() + b.len() + 1) as u64
+            (a.len() + b.len() + 2) as u64
         );
 
         ingest.record(
@@ -679,6 +762,17 @@ mod tests {
             ingest.record(1, Some(h), v);
         }
         assert!(store.segment("cam", 6).is_some());
+    }
+
+    #[test]
+    fn lag_counts_from_the_next_record_to_hand_out() {
+        assert_eq!(lag(100, 90, 95), Some(10));
+        // Nothing handed out yet: the fetch position stands in.
+        assert_eq!(lag(100, -1001, 40), Some(60));
+        assert_eq!(lag(100, -1001, -1001), None);
+        assert_eq!(lag(-1001, 5, 5), None);
+        // A watermark older than the position (stale statistics) is no lag, not a negative one.
+        assert_eq!(lag(10, 12, 12), Some(0));
     }
 
     #[test]

@@ -1,26 +1,32 @@
-//! The viewer-facing HTTP API: live playlists, segments (with single byte ranges) and a health check.
+//! The viewer-facing HTTP API: live playlists, segments (with single byte ranges), the watch pages,
+//! `/metrics` and a health check.
 //!
 //! Every answer comes from memory, so handlers never wait; the layers add CORS for browser players, a
-//! short timeout and request tracing. There is deliberately no compression layer: segments are
+//! short timeout, request metrics and tracing. There is deliberately no compression layer: segments are
 //! already-compressed video, and compressing them would only cost CPU and break byte ranges.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::body::{Body, HttpBody as _};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_RANGE, RANGE,
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::metrics::{self, Telemetry, OTHER_ROUTE};
 use crate::store::Store;
+use crate::watch;
 
 /// Content type of HLS playlists (RFC 8216 section 4).
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -84,8 +90,34 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// The edge's router over `store`.
-pub fn app(store: Arc<Store>) -> Router {
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Playlists and segments.
+    pub store: Arc<Store>,
+    /// Request counters, viewers and consumer lag for `/metrics`.
+    pub telemetry: Arc<Telemetry>,
+    /// hls.js for the watch page, `None` if this build has none.
+    pub hls_js: Option<Bytes>,
+}
+
+impl AppState {
+    /// State over `store` with fresh telemetry and the hls.js embedded in this build.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            telemetry: Arc::new(Telemetry::default()),
+            hls_js: watch::embedded_hls_js(),
+        }
+    }
+}
+
+/// Marks a response as part of watching a stream, so the metrics layer counts its client as a viewer.
+#[derive(Debug, Clone)]
+struct Watched(String);
+
+/// The edge's router.
+pub fn app(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
@@ -93,43 +125,107 @@ pub fn app(store: Arc<Store>) -> Router {
         .expose_headers([CONTENT_LENGTH, CONTENT_RANGE, ACCEPT_RANGES])
         .max_age(Duration::from_secs(86_400));
     Router::new()
+        .route("/", get(watch::index))
+        .route("/watch/{stream}", get(watch::watch))
+        .route("/assets/{file}", get(watch::asset))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_page))
         .route("/live/{stream}/index.m3u8", get(playlist))
         .route("/live/{stream}/{segment}", get(segment))
         .fallback(|| async { HttpError::NotFound })
-        .with_state(store)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
         .layer(cors)
+        // Outside the timeout and CORS layers, so their answers are counted too.
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// The `route` label of a matched path: a fixed set, so label values stay bounded whatever is requested.
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    match matched.map(MatchedPath::as_str) {
+        Some("/") => "index",
+        Some("/watch/{stream}") => "watch",
+        Some("/assets/{file}") => "asset",
+        Some("/healthz") => "healthz",
+        Some("/metrics") => "metrics",
+        Some("/live/{stream}/index.m3u8") => "playlist",
+        Some("/live/{stream}/{segment}") => "segment",
+        _ => OTHER_ROUTE,
+    }
+}
+
+/// Counts every request by route and status, the body bytes sent, and the client as a viewer of the
+/// stream whose playlist or segment it was served.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let head = req.method() == Method::HEAD;
+    let response = next.run(req).await;
+    // Every body here is in memory, so its exact size is known before it is sent.
+    let bytes = if head {
+        0
+    } else {
+        response.body().size_hint().exact().unwrap_or(0)
+    };
+    state
+        .telemetry
+        .http
+        .record(route, response.status().as_u16(), bytes);
+    if let (Some(Watched(stream)), Some(ip)) = (response.extensions().get::<Watched>(), client) {
+        state.telemetry.viewers.seen(stream, ip, Instant::now());
+    }
+    response
+}
+
+async fn metrics_page(State(state): State<AppState>) -> Response {
+    let body = metrics::render(&state.store, &state.telemetry, Instant::now());
+    (
+        [
+            (CONTENT_TYPE, metrics::CONTENT_TYPE),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn playlist(
-    State(store): State<Arc<Store>>,
+    State(state): State<AppState>,
     Path(stream): Path<String>,
 ) -> Result<Response, HttpError> {
     common::validate_stream_name(&stream).map_err(|_| HttpError::BadStreamName)?;
-    let body = store.playlist(&stream).ok_or(HttpError::UnknownStream)?;
-    Ok((
+    let body = state
+        .store
+        .playlist(&stream)
+        .ok_or(HttpError::UnknownStream)?;
+    let mut response = (
         [
             (CONTENT_TYPE, PLAYLIST_CONTENT_TYPE),
             (CACHE_CONTROL, PLAYLIST_CACHE_CONTROL),
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    response.extensions_mut().insert(Watched(stream));
+    Ok(response)
 }
 
 async fn segment(
-    State(store): State<Arc<Store>>,
+    State(state): State<AppState>,
     Path((stream, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     common::validate_stream_name(&stream).map_err(|_| HttpError::BadStreamName)?;
     let seq = parse_segment_uri(&file).ok_or(HttpError::UnknownSegment)?;
-    let data = store
+    let data = state
+        .store
         .segment(&stream, seq)
         .ok_or(HttpError::UnknownSegment)?;
     let len = data.len() as u64;
@@ -166,6 +262,7 @@ async fn segment(
     if let Some(v) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
         h.insert(CONTENT_RANGE, v);
     }
+    response.extensions_mut().insert(Watched(stream));
     Ok(response)
 }
 
@@ -253,7 +350,6 @@ mod tests {
     use super::*;
     use crate::store::StoreConfig;
     use axum::http::Request;
-    use bytes::Bytes;
     use common::{CompleteSegment, SegmentMeta};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -294,7 +390,10 @@ mod tests {
     }
 
     async fn send(store: &Arc<Store>, req: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
-        let res = app(store.clone()).oneshot(req).await.expect("infallible");
+        let res = app(AppState::new(store.clone()))
+            .oneshot(req)
+            .await
+            .expect("infallible");
         let status = res.status();
         let headers = res.headers().clone();
         let body = res.into_body().collect().await.expect("body").to_bytes();

@@ -2,7 +2,9 @@
 //!
 //! The library holds every piece so tests can drive them without a broker or a socket:
 //! [`playlist`] (pure RFC 8216 rendering), [`store`] (segment cache and per-stream state), [`consumer`]
-//! (Kafka records -> reassembled segments -> store), [`http`] (the viewer-facing router) and [`config`].
+//! (Kafka records -> reassembled segments -> store), [`http`] (the viewer-facing router), [`watch`] (the
+//! browser pages and player assets), [`metrics`] (Prometheus exposition), [`viewers`] (bounded concurrent
+//! viewer counting) and [`config`].
 //! The binary (`main.rs`) only wires them together.
 
 #![warn(missing_docs)]
@@ -10,6 +12,9 @@
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod metrics;
 pub mod playlist;
 pub mod stats;
 pub mod store;
+pub mod viewers;
+pub mod watch;

@@ -1,5 +1,6 @@
 //! `cdn-edge`: consumes every partition of the live topic into memory and serves HLS over HTTP.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use cdn_edge::config::{Args, Config};
 use cdn_edge::consumer::{Consumer, ConsumerSettings};
+use cdn_edge::http::{app, AppState};
+use cdn_edge::metrics::Telemetry;
 use cdn_edge::store::{self, Store, StoreConfig};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +86,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .context("building the Kafka consumer (check --kafka-option)")?;
 
+    let state = AppState {
+        telemetry: Arc::new(Telemetry::with_lag(consumer.lag())),
+        ..AppState::new(store.clone())
+    };
+    if state.hls_js.is_none() {
+        warn!("this build has no hls.js: watch pages will say the player is missing (run `npm ci` in web/ and rebuild)");
+    }
+
     let cancel = CancellationToken::new();
     let consumer_task = tokio::task::spawn_blocking({
         let (store, cancel) = (store.clone(), cancel.clone());
@@ -112,11 +123,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         topic = %config.topic,
         window = config.window_segments,
         cache_bytes = config.cache_bytes,
-        "cdn-edge started; playlists at http://{}/live/<stream>/index.m3u8",
+        hls_js = cdn_edge::watch::HLS_JS_VERSION,
+        "cdn-edge started; streams at http://{0}/, playlists at http://{0}/live/<stream>/index.m3u8, \
+         metrics at http://{0}/metrics",
         config.http_listen
     );
-    let server = axum::serve(listener, cdn_edge::http::app(store))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    // Connection info gives the metrics layer each viewer's address.
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server =
+        axum::serve(listener, service).with_graceful_shutdown(cancel.clone().cancelled_owned());
     let drain_deadline = async {
         cancel.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;

@@ -59,7 +59,19 @@ pub struct Store {
     streams: RwLock<HashMap<String, StreamState>>,
     window: usize,
     idle_after: Duration,
+    capacity: u64,
     stats: Stats,
+}
+
+/// One stream as the stream list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Stream name (already validated).
+    pub name: String,
+    /// Whether its playlist ends with `#EXT-X-ENDLIST` (the broadcast stopped).
+    pub ended: bool,
+    /// Segments in its playlist window.
+    pub segments: usize,
 }
 
 impl Store {
@@ -80,6 +92,7 @@ impl Store {
             streams: RwLock::new(HashMap::new()),
             window: config.window_segments.max(1),
             idle_after: config.segment_ttl,
+            capacity: config.cache_bytes,
             stats: Stats::default(),
         }
     }
@@ -125,6 +138,7 @@ impl Store {
         }
         state.rendered = Bytes::from(state.playlist.render());
         Stats::add(&self.stats.segments_stored, 1);
+
         match outcome {
             _ if first => Inserted::FirstOfStream,
             SegmentOutcome::WindowRestarted => Inserted::WindowRestarted,
@@ -151,14 +165,46 @@ impl Store {
         self.read().get(stream).map(|s| s.rendered.clone())
     }
 
-    /// A segment's bytes, if still cached (shared, not copied).
+    /// A segment's bytes, if still cached (shared, not copied). Counts a cache hit or miss.
     pub fn segment(&self, stream: &str, seq: u64) -> Option<Bytes> {
-        self.segments.get(&(stream.to_owned(), seq))
+        let found = self.segments.get(&(stream.to_owned(), seq));
+        let counter = if found.is_some() {
+            &self.stats.cache_hits
+        } else {
+            &self.stats.cache_misses
+        };
+        Stats::add(counter, 1);
+        found
+    }
+
+    /// Every stream with playlist state (live, or ended but not yet forgotten), by name.
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        let mut list: Vec<StreamSummary> = self
+            .read()
+            .iter()
+            .map(|(name, state)| StreamSummary {
+                name: name.clone(),
+                ended: state.playlist.ended(),
+                segments: state.playlist.segments().len(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
     }
 
     /// Number of streams with playlist state.
     pub fn stream_count(&self) -> usize {
         self.read().len()
+    }
+
+    /// Segments currently in the cache (eventually consistent).
+    pub fn cached_segments(&self) -> u64 {
+        self.segments.entry_count()
+    }
+
+    /// Most bytes the segment cache may charge.
+    pub fn cache_capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Bytes the segment cache currently charges (including per-entry overhead; eventually consistent).
@@ -287,6 +333,42 @@ mod tests {
         assert!(std::str::from_utf8(&a).expect("utf8").contains("9.ts"));
         assert_eq!(Stats::get(&store.stats().segments_stored), 3);
         assert_eq!(Stats::get(&store.stats().segments_duplicate), 1);
+        // Three lookups found something, two did not.
+        assert_eq!(Stats::get(&store.stats().cache_hits), 1);
+        assert_eq!(Stats::get(&store.stats().cache_misses), 2);
+    }
+
+    #[test]
+    fn streams_are_listed_by_name_with_their_state() {
+        let store = Store::new(&config());
+        store.insert_segment(segment("zed", 1, 10));
+        store.insert_segment(segment("alpha", 1, 10));
+        store.insert_segment(segment("alpha", 2, 10));
+        store.end_stream(&StreamEnd {
+            stream: "zed".into(),
+            broadcast: "b".into(),
+            ended_at_ms: 0,
+            last_seq: Some(1),
+        });
+        let list = store.streams();
+        assert_eq!(
+            list,
+            [
+                StreamSummary {
+                    name: "alpha".into(),
+                    ended: false,
+                    segments: 2
+                },
+                StreamSummary {
+                    name: "zed".into(),
+                    ended: true,
+                    segments: 1
+                },
+            ]
+        );
+        store.run_pending_tasks();
+        assert_eq!(store.cached_segments(), 3);
+        assert_eq!(store.cache_capacity(), 1 << 20);
     }
 
     #[test]
