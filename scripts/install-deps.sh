@@ -21,6 +21,9 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 # the benchmark (never as a system service).
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
+# The watch page's browser test: Debian's Chromium, and Node.js/npm for hls.js and playwright-core.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -44,3 +47,15 @@ if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
     --root "$TANSU_ROOT" 2>&1 | sed -u 's/^/    [tansu build] /'
 fi
 echo "==> broker: $TANSU_ROOT/bin/tansu"
+
+# npm packages pinned by their lockfiles: hls.js (web/, embedded into cdn-edge at build time, so this runs
+# before any cargo build) and playwright-core (e2e/browser/, drives Chromium). Reinstalled only when the
+# lockfile is newer than what npm last installed.
+REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+for dir in web e2e/browser; do
+  installed="$REPO_ROOT/$dir/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "$REPO_ROOT/$dir/package-lock.json" -nt "$installed" ]; then
+    echo "==> npm ci in $dir"
+    (cd "$REPO_ROOT/$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done

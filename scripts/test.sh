@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # Tests that need ffmpeg fail instead of skipping when it is missing.
 export REQUIRE_FFMPEG=1
+# Likewise the watch-page test when Chromium, node or playwright-core is missing.
+export REQUIRE_BROWSER=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check
