@@ -103,13 +103,18 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The `--config` file is not valid TOML of the expected shape (names an unknown key).
-    #[error("in config file {path}: {source}")]
+    /// The `--config` file is not valid TOML of the expected shape (names an unknown key). One line, where
+    /// toml's own message would draw a multi-line excerpt of the file.
+    #[error("config file {path}, line {line}, column {column}: {message} (see config/cdn-edge.toml for every key)")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// Why, with the key and line.
-        source: toml::de::Error,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong (names an unknown key), on one line.
+        message: String,
     },
     /// A value is out of range.
     #[error("--{flag} {why}")]
@@ -131,10 +136,7 @@ impl Config {
                     path: path.clone(),
                     source,
                 })?;
-                toml::from_str::<Args>(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
+                toml::from_str::<Args>(&text).map_err(|e| parse_error(path, &text, &e))?
             }
             None => Args::default(),
         };
@@ -207,6 +209,19 @@ impl Config {
             kafka_options: parse_kafka_options(&kafka_options)?,
             log_json,
         })
+    }
+}
+
+fn parse_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map_or(0, |span| span.start).min(text.len());
+    let before = text.get(..offset).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
 
@@ -347,6 +362,8 @@ mod tests {
         let path = f.path().to_str().expect("utf8 path");
         let err = with_env(&[], || load(&["--config", path])).expect_err("unknown key");
         assert!(err.to_string().contains("window_segmnets"), "{err}");
+        assert!(err.to_string().contains("line 2, column 1"), "{err}");
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
         // The config path itself is not a file key.
         let f = file("config = \"other.toml\"\n");
         let path = f.path().to_str().expect("utf8 path");
@@ -377,6 +394,32 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         assert!(Args::try_parse_from(["cdn-edge", "--http-listen", "nope"]).is_err());
         assert!(Args::try_parse_from(["cdn-edge", "--bogus"]).is_err());
+    }
+
+    /// `config/cdn-edge.toml` is documentation that must not drift: it loads, it sets every key the
+    /// flags have, and its values are the defaults.
+    #[test]
+    fn example_config_covers_every_key_with_its_default() {
+        use clap::CommandFactory as _;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/cdn-edge.toml");
+        let text = std::fs::read_to_string(path).expect("config/cdn-edge.toml");
+        let table: toml::Table = toml::from_str(&text).expect("valid TOML");
+        let keys: Vec<String> = Args::command()
+            .get_arguments()
+            .map(|a| a.get_id().as_str().to_owned())
+            .filter(|id| !matches!(id.as_str(), "config" | "help" | "version"))
+            .collect();
+        for key in &keys {
+            assert!(
+                table.contains_key(key),
+                "config/cdn-edge.toml lacks `{key}`"
+            );
+        }
+        let in_file: Vec<&String> = table.keys().collect();
+        assert_eq!(table.len(), keys.len(), "{in_file:?} vs {keys:?}");
+        let from_file = with_env(&[], || load(&["--config", path])).expect("example loads");
+        let defaults = with_env(&[], || load(&[])).expect("defaults");
+        assert_eq!(from_file, defaults);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use common::{
     META_HEADER,
 };
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers as _, Message as _};
@@ -35,6 +36,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Least time between two warnings about consumption errors (a down broker reports many).
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// Least time between two start-up "still waiting" warnings: visible, without a line every retry.
+const RETRY_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Memory bounds of the reassembly of chunked segments, per partition.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +121,38 @@ enum LookupError {
         /// The failure.
         error: KafkaError,
     },
+}
+
+/// What an operator should do about a failed start-up lookup, in one phrase.
+fn start_advice(e: &LookupError, settings: &ConsumerSettings) -> String {
+    match e {
+        LookupError::Topic {
+            code: RDKafkaErrorCode::UnknownTopicOrPartition,
+            ..
+        } => format!(
+            "topic `{}` does not exist: create it (README, Deployment) or fix --topic",
+            settings.topic
+        ),
+        LookupError::Kafka(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::Resolve,
+        )) => format!(
+            "cannot reach the Kafka broker at {} (is it running? are --kafka-brokers and any \
+             TLS/SASL --kafka-option settings right?)",
+            settings.brokers
+        ),
+        LookupError::Kafka(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed,
+        )) => "the broker refused this client (check the SASL/TLS --kafka-option settings and the \
+               topic's ACLs)"
+            .to_owned(),
+        _ => format!("cannot look up topic `{}`", settings.topic),
+    }
 }
 
 /// The broker-free ingest path: records in, verified segments and stream events into the store.
@@ -277,6 +312,21 @@ impl ClientContext for EdgeContext {
         self.lag.replace(partition_lags(&statistics));
     }
 
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel as L;
+        match level {
+            // Connection failures also come through `error` (rate-limited) and the start-up retry
+            // message says what to do; at error level they would only repeat it.
+            _ if fac == "FAIL" => debug!(target: "librdkafka", "{fac} {message}"),
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "{fac} {message}")
+            }
+            L::Warning => warn!(target: "librdkafka", "{fac} {message}"),
+            L::Notice | L::Info => info!(target: "librdkafka", "{fac} {message}"),
+            L::Debug => debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let mut last = self
             .last_error
@@ -429,21 +479,38 @@ impl Consumer {
         info!("consumer stopped");
     }
 
-    /// Retries the start-offset lookup until it succeeds; `None` if cancelled first.
+    /// Retries the start-offset lookup until it succeeds; `None` if cancelled first. Says what is wrong
+    /// and what to do at the first failure, then again every [`RETRY_LOG_INTERVAL`].
     fn wait_for_start_offsets(&self, cancel: &CancellationToken) -> Option<TopicPartitionList> {
+        let started = Instant::now();
+        let mut last_logged: Option<Instant> = None;
         loop {
             if cancel.is_cancelled() {
                 return None;
             }
             match self.start_offsets() {
-                Ok(assignment) => return Some(assignment),
-                Err(e) => warn!(
-                    brokers = %self.settings.brokers,
-                    topic = %self.settings.topic,
-                    error = %e,
-                    "waiting for the broker and topic; retrying in {:?}",
-                    self.settings.retry_every
-                ),
+                Ok(assignment) => {
+                    if last_logged.is_some() {
+                        info!(
+                            topic = %self.settings.topic,
+                            "broker and topic available after {:.0?}",
+                            started.elapsed()
+                        );
+                    }
+                    return Some(assignment);
+                }
+                Err(e) if last_logged.is_none_or(|t| t.elapsed() >= RETRY_LOG_INTERVAL) => {
+                    warn!(
+                        brokers = %self.settings.brokers,
+                        topic = %self.settings.topic,
+                        error = %e,
+                        "{}; waiting for the broker and topic, retrying every {:?}",
+                        start_advice(&e, &self.settings),
+                        self.settings.retry_every
+                    );
+                    last_logged = Some(Instant::now());
+                }
+                Err(e) => debug!(error = %e, "broker or topic still unavailable"),
             }
             if !self.idle_unless_cancelled(self.settings.retry_every, cancel) {
                 return None;

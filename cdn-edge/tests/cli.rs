@@ -101,6 +101,20 @@ fn bad_settings_are_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cache_byte"), "{err}");
     assert!(err.starts_with("cdn-edge: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // Malformed TOML and a value of the wrong type: one line each, with where and what.
+    for (text, needle) in [
+        ("topic = \n", "line 1, column 9"),
+        ("window_segments = \"six\"\n", "expected usize"),
+    ] {
+        std::fs::write(&file, text).expect("write");
+        let out = run(edge().arg("--config").arg(&file));
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
 
     let out = run(edge().env("EDGE_WINDOW_SEGMENTS", "0"));
     assert_eq!(out.status.code(), Some(2));
@@ -118,6 +132,65 @@ fn port_in_use_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("cannot listen for HTTP on"), "{err}");
+}
+
+/// Runs the edge until its output contains `needle` (or 20 s pass); returns the output so far.
+fn output_until(cmd: &mut Command, needle: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log_path = dir.path().join("edge.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let _child = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_missing_topic_is_one_clear_line_and_retried() {
+    // librdkafka's mock cluster listens on a real loopback port, so the binary can use it.
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let out = output_until(
+        edge()
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--kafka-brokers", &cluster.bootstrap_servers()])
+            .args(["--topic", "absent-topic"]),
+        "does not exist",
+    );
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("absent-topic` does not exist"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].contains("create it"), "{out}");
+    assert!(lines[0].contains("retrying every"), "{out}");
+}
+
+#[test]
+fn an_unreachable_broker_says_what_to_check() {
+    let out = output_until(
+        edge()
+            .args(["--http-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--kafka-brokers", &format!("127.0.0.1:{}", free_port())]),
+        "cannot reach the Kafka broker",
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("cannot reach the Kafka broker"))
+        .unwrap_or_else(|| panic!("no advice logged:\n{out}"));
+    assert!(line.contains("--kafka-brokers"), "{line}");
+    // librdkafka's own connection failures stay out of the way at the default level.
+    assert!(!out.contains("ERROR librdkafka"), "{out}");
 }
 
 #[test]
