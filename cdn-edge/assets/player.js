@@ -126,10 +126,18 @@
         fatal('Playback stopped because of an error (' + data.details + '). Reload the page to try again.');
       }
     });
+    var started = false;
     hls.on(Hls.Events.FRAG_BUFFERED, function () {
       if (messageKind === 'warn') say('');
+      if (started) return;
+      started = true;
+      // Start once there is something to play, and exactly where it begins: the first video frame of
+      // a stream with B-frames is shown a few frames after 0, and playing from 0 would stall on that
+      // gap before hls.js jumps it.
+      var b = video.buffered;
+      if (b.length && video.currentTime < b.start(0)) video.currentTime = b.start(0);
+      autoplay();
     });
-    hls.on(Hls.Events.MANIFEST_PARSED, autoplay);
     hls.loadSource(src);
     hls.attachMedia(video);
   }
@@ -159,9 +167,12 @@
   video.addEventListener('ended', function () {
     if (watch.state === 'ended') say('The broadcast has ended. Thanks for watching.', 'info');
   });
-  video.addEventListener('volumechange', showUnmute);
+  // Offered only while there is a picture: browsers autoplay only muted video.
+  ['volumechange', 'playing', 'emptied'].forEach(function (e) {
+    video.addEventListener(e, showUnmute);
+  });
   function showUnmute() {
-    unmute.hidden = !video.muted;
+    unmute.hidden = !video.muted || video.readyState < 2;
   }
   unmute.addEventListener('click', function () {
     video.muted = false;

@@ -177,7 +177,7 @@ pub fn render_watch(stream: &str, have_hls_js: bool) -> String {
         "<body>\n<main id=\"watch\" data-playlist=\"{playlist}\">\n\
          <nav class=\"bar\"><a class=\"back\" href=\"../\">&larr; All streams</a></nav>\n\
          <div class=\"title\"><h1>{name}</h1><span id=\"state\" class=\"badge connecting\">Connecting…</span></div>\n\
-         <div class=\"player\"><video id=\"video\" controls autoplay muted playsinline></video>\
+         <div class=\"player\"><video id=\"video\" controls muted playsinline></video>\
          <button id=\"unmute\" type=\"button\" hidden>Tap to unmute</button></div>\n\
          <p id=\"message\" class=\"message\" role=\"status\" aria-live=\"polite\" hidden></p>\n"
     ));
