@@ -61,14 +61,6 @@ impl HttpMetrics {
         counters.bytes += body_bytes;
     }
 
-    /// Requests answered with `status` on `route` so far.
-    pub fn requests(&self, route: &str, status: u16) -> u64 {
-        self.lock()
-            .get(route)
-            .and_then(|c| c.statuses.get(&status).copied())
-            .unwrap_or(0)
-    }
-
     fn snapshot(&self) -> BTreeMap<&'static str, RouteCounters> {
         self.lock().clone()
     }
