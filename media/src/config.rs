@@ -127,8 +127,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<Args>(&text)
-                    .with_context(|| format!("in config file {}", path.display()))?
+                toml::from_str::<Args>(&text).map_err(|e| file_error(path, &text, &e))?
             }
             None => Args::default(),
         };
@@ -218,6 +217,16 @@ impl Config {
     }
 }
 
+/// One line naming the file, line and column, instead of toml's multi-line excerpt.
+fn file_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let offset = e.span().map_or(0, |span| span.start).min(text.len());
+    let before = text.get(..offset).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    anyhow::anyhow!("{}:{line}:{column}: {message}", path.display())
+}
+
 /// Hook URLs are plain HTTP like nginx-rtmp's; anything else is a configuration mistake caught at start.
 fn hook_url(url: Option<String>) -> anyhow::Result<Option<String>> {
     match url.filter(|u| !u.is_empty()) {
@@ -269,6 +278,17 @@ mod tests {
         let err = toml::from_str::<Args>("rtmp_listen = \"127.0.0.1:1\"\nbogus = 1\n")
             .expect_err("unknown key");
         assert!(err.to_string().contains("bogus"), "{err}");
+        let bad = std::env::temp_dir().join(format!("media-bad-config-{}", std::process::id()));
+        std::fs::write(&bad, "topic = \"t\"\nbogus = 1\n").expect("write");
+        let err = Config::load(Args {
+            config: Some(bad.clone()),
+            ..Args::default()
+        })
+        .expect_err("unknown key");
+        std::fs::remove_file(&bad).ok();
+        let msg = format!("{err:#}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        assert!(msg.contains(":2:1: unknown field `bogus`"), "{msg}");
 
         let dir = std::env::temp_dir().join(format!("media-config-test-{}", std::process::id()));
         std::fs::write(&dir, "topic = \"from-file\"\nsegment_seconds = 4.0\n").expect("write");
