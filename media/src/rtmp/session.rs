@@ -100,6 +100,7 @@ pub async fn run(
         player_rx: None,
         close: None,
         last_timestamp: 0,
+        dropped: 0,
     };
     let result = conn.drive(&mut socket, &cancel).await;
     conn.finish().await;
@@ -122,6 +123,8 @@ struct Connection {
     close: Option<String>,
     /// Latest media timestamp seen (for `on_update`'s `timestamp` field).
     last_timestamp: u32,
+    /// Malformed media messages dropped; logged sparsely so a broken encoder cannot flood the log.
+    dropped: u64,
 }
 
 impl Connection {
@@ -642,10 +645,15 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(e) if e.is_fatal() => Err(SessionError::Refused(format!("publisher refused: {e}"))),
             Err(e) => {
-                warn!(
-                    kind = if type_id == 9 { "video" } else { "audio" },
-                    "dropping message: {e}"
-                );
+                self.dropped += 1;
+                // The first few, then at powers of two: enough to see a broken encoder, not a flood.
+                if self.dropped <= 5 || self.dropped.is_power_of_two() {
+                    warn!(
+                        kind = if type_id == 9 { "video" } else { "audio" },
+                        dropped_so_far = self.dropped,
+                        "dropping message: {e}"
+                    );
+                }
                 Ok(())
             }
         }
