@@ -21,6 +21,8 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev)
 # the benchmark (never as a system service).
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(libnginx-mod-rtmp)
+# wrk: the HTTP load generator of the side-by-side benchmark (bench/compare.py).
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 # The watch page's browser test: Debian's Chromium, and Node.js/npm for hls.js and playwright-core.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
