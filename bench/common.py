@@ -436,6 +436,14 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
         res["publishers_cpu_s_per_stream_min"] = round((s1["pub_cpu"] - s0["pub_cpu"]) / sm, 4)
         res["publishers_pss_mb_each"] = round(statistics.mean(pss_mb(p.pid) for p in pubs[:5]), 1)
         res["machine_cpu_busy_pct"] = round(100 * busy, 1)
+        # CPU nobody here accounts for (other processes, the kernel's own threads, this script): a few
+        # percent is normal; more means something else ran and the run should be repeated.
+        ours_cpu = sum(cpu.values()) + s1["pub_cpu"] - s0["pub_cpu"]
+        other = 100 * busy - 100 * ours_cpu / (el * (os.cpu_count() or 1))
+        res["other_cpu_pct"] = round(other, 1)
+        if other > 5:
+            log(f"WARNING: {other:.0f}% of the machine's CPU went to other processes during this run; "
+                "the figures are not clean")
         res["min_mem_available_mb"] = round(min_avail)
         res["idle_rss_mb"] = {k: round(v, 1) for k, v in idle_rss.items()}
         res["peak_rss_mb"] = {k: round(v, 1) for k, v in peak.items()}

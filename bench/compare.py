@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (FETCH_WAIT_NOTE, ROOT, SEGMENT_SECONDS, Nginx, Ours, Procs, clip, cpu_seconds, http_get, log,
-                    measure_ingest, rss_mb, start_publishers, wrk)
+                    machine_jiffies, measure_ingest, rss_mb, start_publishers, wrk)
 
 
 def serving(out, src, a):
@@ -123,7 +123,7 @@ def capacity(side, src, a, out, known_ok):
                                       "publishers_cpu_s_per_stream_min", "publishers_died",
                                       "segments_written", "segments_closed_at_media", "segments_listed_at_edge",
                                       "segments_dropped", "edge_sequence_gaps", "availability_latency_ms",
-                                      "min_mem_available_mb", "error")}
+                                      "min_mem_available_mb", "other_cpu_pct", "error")}
         keep["publishers_died"] = len(keep["publishers_died"] or [])
         trials.append({k: v for k, v in keep.items() if v is not None})
         log(f"capacity {side}: {n} -> {'carried' if r['no_segment_missing'] else 'segments missing'}, "
@@ -180,7 +180,8 @@ def table(R, a):
             o["server_cpu_s_per_stream_min"], g["server_cpu_s_per_stream_min"])
         row(f"{n} publishers: CPU-s per stream-minute of the ffmpeg publishers (load generator)",
             o["publishers_cpu_s_per_stream_min"], g["publishers_cpu_s_per_stream_min"])
-        row(f"{n} publishers: whole machine busy", o["machine_cpu_busy_pct"], g["machine_cpu_busy_pct"], unit="%")
+        row(f"{n} publishers: whole machine busy / of which not the servers or publishers (should be ~0)",
+            f"{o['machine_cpu_busy_pct']}% / {o['other_cpu_pct']}%", f"{g['machine_cpu_busy_pct']}% / {g['other_cpu_pct']}%")
         row(f"{n} publishers: peak RSS, media vs nginx (master+worker+cache manager)", o["peak_rss_mb"]["media"],
             g["peak_rss_mb_total"], unit=" MB")
         row(f"{n} publishers: peak RSS, media+broker+edge vs nginx", o["peak_rss_mb_total"], g["peak_rss_mb_total"],
@@ -245,14 +246,15 @@ def table(R, a):
     md = head + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
     if C:
         md += ("\nCapacity trials (each a fresh start of one side; 'machine' is all CPUs busy, publishers "
-               "included):\n\n| side | publishers | carried | machine CPU | server CPU-s/stream-min | "
+               "included; 'other' is CPU nobody here accounts for):\n\n| side | publishers | carried | machine CPU (other) | server CPU-s/stream-min | "
                "publishers' CPU-s/stream-min | segments per stream (min-max, expected) |\n"
                "|---|---|---|---|---|---|---|\n")
         for side in ("nginx", "ours"):
             for t in C[side]["trials"]:
                 seg = t.get("segments_listed_at_edge") or t.get("segments_written") or {}
                 md += (f"| {side} | {t['publishers']} | {'yes' if t['no_segment_missing'] else 'no'} | "
-                       f"{t.get('machine_cpu_busy_pct')}% | {t.get('server_cpu_s_per_stream_min')} | "
+                       f"{t.get('machine_cpu_busy_pct')}% ({t.get('other_cpu_pct')}%) | "
+                       f"{t.get('server_cpu_s_per_stream_min')} | "
                        f"{t.get('publishers_cpu_s_per_stream_min')} | {seg.get('per_stream_min')}-"
                        f"{seg.get('per_stream_max')} ({seg.get('expected_per_stream')})"
                        + (f" {t['error']}" if t.get("error") else "") + " |\n")
@@ -293,10 +295,16 @@ def main():
         sys.exit("wrk missing: run scripts/install-deps.sh")
     log(FETCH_WAIT_NOTE)
     src = clip()
+    j0 = machine_jiffies()
+    time.sleep(2)
+    j1 = machine_jiffies()
+    busy_before = round(100 * (j1[0] - j0[0]) / max(1, j1[1] - j0[1]), 1)
+    if busy_before > 5:
+        log(f"WARNING: the machine is already {busy_before}% busy; the figures will not be clean")
     t0 = time.time()
     cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
     R = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "cpu": cpu.group(1) if cpu else "?", "command": " ".join(["python3", "bench/compare.py"] + sys.argv[1:]),
-         "fetch_wait_note": FETCH_WAIT_NOTE, "ingest": {}}
+         "fetch_wait_note": FETCH_WAIT_NOTE, "busy_before_pct": busy_before, "ingest": {}}
     for n in a.publishers:
         for side in ("nginx", "ours"):
             log(f"ingest: {side}, {n} publishers, {a.seconds} s")
