@@ -666,21 +666,12 @@ mod tests {
 
     fn meta(stream: &str, seq: u64) -> SegmentMeta {
         SegmentMeta {
-            stream: stream.into(),
-            broadcast: "b1".into(),
-            seq,
             disc_seq: 1,
             discontinuity: seq == 100,
-            duration: 2.0,
-            target_duration: 2,
-            pts: 0,
             closed_at_ms: now_ms(),
             codecs: "avc1.64001f,mp4a.40.2".into(),
-            size: 0,
-            crc32: 0,
-            chunk: 0,
             chunks: 0,
-            offset: 0,
+            ..SegmentMeta::sample(stream, "b1", seq)
         }
     }
 

@@ -364,21 +364,9 @@ mod tests {
         });
         store.insert_segment(CompleteSegment {
             meta: SegmentMeta {
-                stream: "cam".into(),
-                broadcast: "b".into(),
-                seq: SEQ,
-                disc_seq: 0,
                 discontinuity: true,
-                duration: 2.0,
-                target_duration: 2,
-                pts: 0,
-                closed_at_ms: 0,
-                codecs: String::new(),
                 size: data.len() as u64,
-                crc32: 0,
-                chunk: 0,
-                chunks: 1,
-                offset: 0,
+                ..SegmentMeta::sample("cam", "b", SEQ)
             },
             data: Bytes::copy_from_slice(data),
         });

@@ -175,23 +175,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(seq: u64, broadcast: &str) -> SegmentMeta {
-        SegmentMeta {
-            stream: "cam".into(),
-            broadcast: broadcast.into(),
-            seq,
-            disc_seq: 0,
-            discontinuity: false,
-            duration: 2.0,
-            target_duration: 2,
-            pts: 0,
-            closed_at_ms: 0,
-            codecs: String::new(),
-            size: 0,
-            crc32: 0,
-            chunk: 0,
-            chunks: 1,
-            offset: 0,
-        }
+        SegmentMeta::sample("cam", broadcast, seq)
     }
 
     fn end(broadcast: &str, last_seq: Option<u64>) -> StreamEnd {

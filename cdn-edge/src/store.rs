@@ -282,22 +282,9 @@ mod tests {
         let data = Bytes::from(vec![(seq % 251) as u8; len]);
         CompleteSegment {
             meta: SegmentMeta {
-                stream: stream.into(),
-                broadcast: "b".into(),
-                seq,
-                disc_seq: 0,
-                discontinuity: false,
-                duration: 2.0,
-                target_duration: 2,
-                pts: 0,
-                closed_at_ms: 0,
-                codecs: String::new(),
                 size: len as u64,
-                // The store trusts reassembly to have checked it.
-                crc32: 0,
-                chunk: 0,
-                chunks: 1,
-                offset: 0,
+                // crc32 stays 0: the store trusts reassembly to have checked it.
+                ..SegmentMeta::sample(stream, "b", seq)
             },
             data,
         }

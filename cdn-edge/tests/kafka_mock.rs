@@ -34,21 +34,8 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 fn segment_meta(stream: &str, seq: u64) -> SegmentMeta {
     SegmentMeta {
-        stream: stream.into(),
-        broadcast: "b1".into(),
-        seq,
-        disc_seq: 0,
-        discontinuity: false,
-        duration: 2.0,
-        target_duration: 2,
-        pts: 0,
-        closed_at_ms: 0,
-        codecs: String::new(),
-        size: 0,
-        crc32: 0,
-        chunk: 0,
         chunks: 0,
-        offset: 0,
+        ..SegmentMeta::sample(stream, "b1", seq)
     }
 }
 

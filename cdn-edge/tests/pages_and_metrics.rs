@@ -23,21 +23,8 @@ const SEGMENT_LEN: usize = 1234;
 fn segment(stream: &str, seq: u64) -> CompleteSegment {
     CompleteSegment {
         meta: SegmentMeta {
-            stream: stream.into(),
-            broadcast: "b".into(),
-            seq,
-            disc_seq: 0,
-            discontinuity: false,
-            duration: 2.0,
-            target_duration: 2,
-            pts: 0,
-            closed_at_ms: 0,
-            codecs: String::new(),
             size: SEGMENT_LEN as u64,
-            crc32: 0,
-            chunk: 0,
-            chunks: 1,
-            offset: 0,
+            ..SegmentMeta::sample(stream, "b", seq)
         },
         data: Bytes::from(vec![7u8; SEGMENT_LEN]),
     }

@@ -96,6 +96,31 @@ pub struct SegmentMeta {
     pub offset: u64,
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl SegmentMeta {
+    /// A plain 2-second, single-chunk segment with every other number zero: the starting point of test
+    /// fixtures, which override what they care about (`SegmentMeta { size, ..SegmentMeta::sample(..) }`).
+    pub fn sample(stream: &str, broadcast: &str, seq: u64) -> Self {
+        Self {
+            stream: stream.into(),
+            broadcast: broadcast.into(),
+            seq,
+            disc_seq: 0,
+            discontinuity: false,
+            duration: 2.0,
+            target_duration: 2,
+            pts: 0,
+            closed_at_ms: 0,
+            codecs: String::new(),
+            size: 0,
+            crc32: 0,
+            chunk: 0,
+            chunks: 1,
+            offset: 0,
+        }
+    }
+}
+
 /// Why a record's metadata could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

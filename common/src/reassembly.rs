@@ -232,21 +232,8 @@ mod tests {
     fn plan(seq: u64, max: usize) -> ChunkPlan {
         ChunkPlan {
             meta: SegmentMeta {
-                stream: "s".into(),
-                broadcast: "b".into(),
-                seq,
-                disc_seq: 0,
-                discontinuity: false,
-                duration: 2.0,
-                target_duration: 2,
-                pts: 0,
-                closed_at_ms: 0,
-                codecs: String::new(),
-                size: 0,
-                crc32: 0,
-                chunk: 0,
                 chunks: 0,
-                offset: 0,
+                ..SegmentMeta::sample("s", "b", seq)
             },
             max_chunk_bytes: max,
         }

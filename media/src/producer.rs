@@ -431,21 +431,12 @@ mod tests {
 
     fn meta(seq: u64) -> SegmentMeta {
         SegmentMeta {
-            stream: "cam".into(),
-            broadcast: "b".into(),
-            seq,
             disc_seq: 1,
-            discontinuity: false,
             duration: 4.0,
             target_duration: 4,
-            pts: 0,
-            closed_at_ms: 0,
             codecs: "avc1.64001f".into(),
-            size: 0,
-            crc32: 0,
-            chunk: 0,
             chunks: 0,
-            offset: 0,
+            ..SegmentMeta::sample("cam", "b", seq)
         }
     }
 
