@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::live::{Frame, LiveStream, TrackSummary};
 use crate::producer::ProducerHandle;
+use crate::record::{flv, Recording};
 use crate::registry::{unix_ms, Claim};
 
 /// A broadcast in progress.
@@ -25,11 +26,18 @@ pub struct Broadcast {
     target_duration: u32,
     segments: u64,
     dropped: u64,
+    /// The broadcast's recording (`--record all`); ends when dropped.
+    recording: Option<Recording>,
 }
 
 impl Broadcast {
     /// Starts a broadcast on a claimed name and announces it on the topic.
-    pub async fn start(claim: Claim, producer: ProducerHandle, segment: Duration) -> Self {
+    pub async fn start(
+        claim: Claim,
+        producer: ProducerHandle,
+        segment: Duration,
+        recording: Option<Recording>,
+    ) -> Self {
         let start = StreamStart {
             stream: claim.stream().to_owned(),
             broadcast: claim.broadcast.clone(),
@@ -53,6 +61,7 @@ impl Broadcast {
             producer,
             segments: 0,
             dropped: 0,
+            recording,
         }
     }
 
@@ -67,11 +76,17 @@ impl Broadcast {
             Some(metadata.video_codec_id.is_some()),
             Some(metadata.audio_codec_id.is_some()),
         );
+        if let Some(r) = &mut self.recording {
+            r.metadata(&metadata);
+        }
         self.claim.live.publish_metadata(metadata);
     }
 
     /// One video message from the publisher.
     pub fn on_video(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        if let Some(r) = &mut self.recording {
+            r.tag(flv::VIDEO, timestamp_ms, &payload);
+        }
         self.claim.live.publish_media(Frame::Video {
             timestamp: timestamp_ms,
             data: payload.clone(),
@@ -84,6 +99,9 @@ impl Broadcast {
 
     /// One audio message from the publisher.
     pub fn on_audio(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        if let Some(r) = &mut self.recording {
+            r.tag(flv::AUDIO, timestamp_ms, &payload);
+        }
         self.claim.live.publish_media(Frame::Audio {
             timestamp: timestamp_ms,
             data: payload.clone(),
@@ -99,6 +117,8 @@ impl Broadcast {
         if let Some(seg) = self.segmenter.finish() {
             self.emit(seg);
         }
+        // Ends the recording: its writer finishes the files after the last segment.
+        drop(self.recording.take());
         let end = StreamEnd {
             stream: self.claim.stream().to_owned(),
             broadcast: self.claim.broadcast.clone(),
@@ -156,6 +176,9 @@ impl Broadcast {
             width: tracks.video.as_ref().and_then(|v| v.width),
             height: tracks.video.as_ref().and_then(|v| v.height),
         });
+        if let Some(r) = &mut self.recording {
+            r.segment(&seg.data, duration, n.discontinuity);
+        }
         if let Err(e) = self.producer.send_segment(meta, seg.data) {
             self.dropped += 1;
             warn!(seq = n.seq, error = %e, "segment dropped");

@@ -76,6 +76,10 @@ pub struct Args {
     /// connected; a non-2xx answer disconnects it.
     #[arg(long, env = "MEDIA_ON_UPDATE")]
     pub on_update: Option<String>,
+    /// nginx-rtmp `on_record_done`: POSTed once per finished recording file (`recorder` is `hls` or
+    /// `flv`, `path` the playlist or the .flv), only for recordings written intact.
+    #[arg(long, env = "MEDIA_ON_RECORD_DONE")]
+    pub on_record_done: Option<String>,
     /// Seconds between `on_update` calls (nginx-rtmp `notify_update_timeout`) [default: 30].
     #[arg(long, env = "MEDIA_UPDATE_INTERVAL_SECONDS")]
     pub update_interval_seconds: Option<u64>,
@@ -85,6 +89,17 @@ pub struct Args {
     /// Bearer token the control API (/api/...) requires; unset means no token is asked for.
     #[arg(long, env = "MEDIA_API_TOKEN")]
     pub api_token: Option<String>,
+    /// Record broadcasts: `off` or `all` (nginx-rtmp `record all`) [default: off].
+    #[arg(long, env = "MEDIA_RECORD")]
+    pub record: Option<String>,
+    /// Directory recordings go to, one directory per broadcast: DIR/STREAM/UTC-START/ [default:
+    /// recordings].
+    #[arg(long, env = "MEDIA_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// What to record: `hls` (VOD playlist of the live segments), `flv` (the tags as received, like
+    /// nginx-rtmp) or `hls,flv` [default: hls].
+    #[arg(long, env = "MEDIA_RECORD_FORMAT")]
+    pub record_format: Option<String>,
     /// Extra librdkafka producer setting KEY=VALUE (repeatable), e.g. for TLS/SASL:
     /// `--kafka-option security.protocol=SASL_SSL`. Env: comma-separated.
     #[arg(
@@ -118,6 +133,10 @@ pub struct Config {
     pub update_interval: Duration,
     pub hook_timeout: Duration,
     pub api_token: Option<String>,
+    /// Formats to record; `None` when `--record off`.
+    pub record: Option<crate::record::Formats>,
+    /// Where recordings are written and served from (absolute).
+    pub record_dir: PathBuf,
 }
 
 impl Config {
@@ -156,6 +175,23 @@ impl Config {
             "json" => true,
             other => bail!("--log-format must be `text` or `json`, got `{other}`"),
         };
+        let record_formats = crate::record::Formats::parse(
+            &cli.record_format
+                .or(file.record_format)
+                .unwrap_or_else(|| "hls".into()),
+        )
+        .map_err(|e| anyhow::anyhow!("--record-format: {e}"))?;
+        let record = match cli.record.or(file.record).as_deref().unwrap_or("off") {
+            "off" => None,
+            "all" => Some(record_formats),
+            other => bail!("--record must be `off` or `all`, got `{other}`"),
+        };
+        let record_dir = cli
+            .record_dir
+            .or(file.record_dir)
+            .unwrap_or_else(|| "recordings".into());
+        let record_dir = std::path::absolute(&record_dir)
+            .with_context(|| format!("--record-dir `{}`", record_dir.display()))?;
         Ok(Self {
             rtmp_listen: cli
                 .rtmp_listen
@@ -199,6 +235,7 @@ impl Config {
                 on_play: hook_url(cli.on_play.or(file.on_play))?,
                 on_play_done: hook_url(cli.on_play_done.or(file.on_play_done))?,
                 on_update: hook_url(cli.on_update.or(file.on_update))?,
+                on_record_done: hook_url(cli.on_record_done.or(file.on_record_done))?,
             },
             update_interval: Duration::from_secs(
                 cli.update_interval_seconds
@@ -213,6 +250,8 @@ impl Config {
                     .max(1),
             ),
             api_token: cli.api_token.or(file.api_token).filter(|t| !t.is_empty()),
+            record,
+            record_dir,
         })
     }
 }

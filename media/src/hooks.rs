@@ -26,6 +26,7 @@ pub struct HookUrls {
     pub on_play: Option<String>,
     pub on_play_done: Option<String>,
     pub on_update: Option<String>,
+    pub on_record_done: Option<String>,
 }
 
 /// What the client said about itself in `connect`, plus where it connects from.
@@ -198,6 +199,39 @@ impl Hooks {
         let mut form = session_fields(client);
         form.push(("call", call.into()));
         form.push(("name", name.into()));
+        self.fire(url, call, form, args, name);
+    }
+
+    /// Fires nginx-rtmp's `on_record_done` for one finished recording file, like the other done-hooks:
+    /// `call=record_done`, `recorder`, `name`, `path` after the session fields, then the arguments.
+    pub fn record_done(
+        &self,
+        client: &ClientInfo,
+        name: &str,
+        recorder: &str,
+        path: &std::path::Path,
+        args: &[(String, String)],
+    ) {
+        let Some(url) = self.urls.on_record_done.clone() else {
+            return;
+        };
+        let mut form = session_fields(client);
+        form.push(("call", "record_done".into()));
+        form.push(("recorder", recorder.into()));
+        form.push(("name", name.into()));
+        form.push(("path", path.to_string_lossy().into_owned()));
+        self.fire(url, "record_done", form, args, name);
+    }
+
+    /// Posts a done-hook in the background, retried with backoff while the manager cannot be reached.
+    fn fire(
+        &self,
+        url: String,
+        call: &'static str,
+        form: Vec<(&'static str, String)>,
+        args: &[(String, String)],
+        name: &str,
+    ) {
         let args = args.to_vec();
         let this = self.clone();
         let name = name.to_owned();

@@ -26,6 +26,7 @@ pub struct HttpState {
     pub producer: ProducerHandle,
     pub api_token: Option<Arc<str>>,
     pub rtmp: Arc<RtmpCounters>,
+    pub record: Arc<crate::record::RecordStats>,
 }
 
 /// The router.
@@ -110,11 +111,9 @@ async fn kick_stream(State(s): State<HttpState>, Path(name): Path<String>) -> Re
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        crate::metrics::render(&s.registry, &s.producer, &s.rtmp),
-    )
-        .into_response()
+    let mut body = crate::metrics::render(&s.registry, &s.producer, &s.rtmp);
+    s.record.render(&mut body);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 async fn stats(State(s): State<HttpState>) -> Json<serde_json::Value> {
@@ -152,6 +151,7 @@ mod tests {
             producer,
             api_token: token.map(Arc::from),
             rtmp: Arc::default(),
+            record: Arc::default(),
         }
     }
 

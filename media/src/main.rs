@@ -8,6 +8,7 @@ mod http;
 mod live;
 mod metrics;
 mod producer;
+mod record;
 mod registry;
 mod rtmp;
 
@@ -88,6 +89,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let registry = registry::Registry::default();
     let hooks = hooks::Hooks::new(config.hooks.clone(), config.hook_timeout);
     let counters = Arc::new(metrics::RtmpCounters::default());
+    let record_stats = Arc::new(record::RecordStats::default());
+    // Before any publisher is accepted: a new recording must not be mistaken for an interrupted one.
+    {
+        let (dir, stats) = (config.record_dir.clone(), record_stats.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || record::recover::recover_all(&dir, &stats)).await;
+    }
+    let recorder = config.record.map(|formats| {
+        info!(dir = %config.record_dir.display(), hls = formats.hls, flv = formats.flv, "recording every broadcast");
+        record::Recorder::new(
+            config.record_dir.clone(),
+            formats,
+            config.segment,
+            record_stats.clone(),
+            hooks.clone(),
+        )
+    });
     let ctx = Arc::new(rtmp::ServerContext {
         counters: counters.clone(),
         hooks: hooks.clone(),
@@ -99,6 +117,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         idle_timeout: config.idle_timeout,
         registry: registry.clone(),
         producer: producer.clone(),
+        recorder: recorder.clone(),
     });
 
     let http_app = http::app(http::HttpState {
@@ -106,7 +125,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         producer: producer.clone(),
         api_token: config.api_token.as_deref().map(Arc::from),
         rtmp: counters,
-    });
+        record: record_stats,
+    })
+    .merge(record::serve::router(config.record_dir.clone()));
     let http_cancel = cancel.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_app)
@@ -143,6 +164,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     // The HTTP server stops on the same token; it holds a producer handle for its counters.
     let _ = http_task.await;
+    // Broadcasts have ended: writers finish their files, then their on_record_done joins the hooks.
+    if let Some(r) = &recorder {
+        r.drain(Duration::from_secs(15)).await;
+    }
     // Done-hooks of the sessions that just ended are in flight; let them reach the manager.
     hooks.drain(Duration::from_secs(10)).await;
     // Sessions have ended their broadcasts; dropping the last handles lets the producer drain and flush.

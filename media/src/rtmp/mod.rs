@@ -37,6 +37,8 @@ pub struct ServerContext {
     pub next_client_id: AtomicU64,
     /// Connection counters for /metrics.
     pub counters: Arc<crate::metrics::RtmpCounters>,
+    /// Records broadcasts (`--record all`); `None` when recording is off.
+    pub recorder: Option<crate::record::Recorder>,
 }
 
 /// Accepts RTMP connections until `cancel` fires, then waits (bounded) for the sessions to wind down so

@@ -487,7 +487,18 @@ impl Connection {
         };
         tracing::Span::current().record("stream", name.as_str());
         let results = session.accept_request(request_id)?;
-        let broadcast = Broadcast::start(claim, self.ctx.producer.clone(), self.ctx.segment).await;
+        let recording = self
+            .ctx
+            .recorder
+            .as_ref()
+            .and_then(|r| r.start(&name, claim.live.started_at_ms, &self.client, &args));
+        let broadcast = Broadcast::start(
+            claim,
+            self.ctx.producer.clone(),
+            self.ctx.segment,
+            recording,
+        )
+        .await;
         self.active = Some(Active::Publishing {
             broadcast: Box::new(broadcast),
             name,
