@@ -37,6 +37,8 @@ pub enum Answer {
     Rename(String),
     /// Wait this long before answering 200 (for timeouts).
     Delay(Duration),
+    /// Status code with these extra headers (e.g. `X-Record: on`).
+    WithHeaders(u16, Vec<(String, String)>),
 }
 
 type Rule = dyn Fn(&HookCall) -> Answer + Send + Sync;
@@ -158,6 +160,10 @@ fn serve(conn: TcpStream, calls: &Mutex<Vec<HookCall>>, rule: &Rule) {
         Answer::Rename(name) => format!(
             "HTTP/1.1 302 Found\r\nlocation: {name}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         ),
+        Answer::WithHeaders(code, headers) => {
+            let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+            format!("HTTP/1.1 {code} X\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n")
+        }
         Answer::Delay(d) => {
             std::thread::sleep(d);
             "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()

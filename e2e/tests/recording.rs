@@ -43,10 +43,17 @@ fn metric(media: &Media, name: &str) -> Result<u64> {
 fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
     let dir = e2e::work_dir("recording");
     let root = dir.join("rec");
-    let manager = Manager::start(|_| Answer::Status(200));
+    // The manager opts one stream out of recording with its `on_publish` answer.
+    let manager = Manager::start(|call| match call.get("name") {
+        Some("skip") if call.path == "/on_publish" => {
+            Answer::WithHeaders(200, vec![("X-Record".into(), "off".into())])
+        }
+        _ => Answer::Status(200),
+    });
     let broker = Broker::start(&dir, "live-topic", 1)?;
     let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "20"])?;
     let done_url = manager.url("on_record_done");
+    let publish_url = manager.url("on_publish");
     let publish_done_url = manager.url("on_publish_done");
     let media = Media::start(
         &dir,
@@ -61,9 +68,17 @@ fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
             root.to_str().context("utf8")?,
             "--on-record-done",
             &done_url,
+            "--on-publish",
+            &publish_url,
             "--on-publish-done",
             &publish_done_url,
         ],
+    )?;
+    let mut skipped = publish(
+        &dir,
+        "publisher-skip",
+        &media.publish_url("skip"),
+        &small(4),
     )?;
     let published = 10.0;
     let mut ffmpeg = publish(
@@ -75,6 +90,10 @@ fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
     ensure!(
         ffmpeg.wait(Duration::from_secs(40))?.success(),
         "ffmpeg failed"
+    );
+    ensure!(
+        skipped.wait(Duration::from_secs(10))?.success(),
+        "ffmpeg (skip) failed"
     );
 
     let calls = manager.wait_for("record_done", 2, Duration::from_secs(20));
@@ -198,6 +217,9 @@ fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
 
     ensure!(metric(&media, "media_recordings_finished_total")? == 2);
     ensure!(metric(&media, "media_recordings_failed_total")? == 0);
+    ensure!(manager.calls_of("publish_done").len() == 2);
+    ensure!(!root.join("skip").exists(), "X-Record: off was not obeyed");
+    ensure!(manager.calls_of("record_done").len() == 2);
     eprintln!(
         "recorded {} segments, {total:.3} s (ffprobe {:.3} s); FLV {:.3} s, {} bytes",
         vod.entries.len(),
@@ -212,14 +234,18 @@ fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
 fn sigkill_mid_broadcast_leaves_a_playable_recording() -> Result<()> {
     let dir = e2e::work_dir("recording_kill");
     let root = dir.join("rec");
+    // No `--record all`: the manager opts this broadcast in with its `on_publish` answer.
+    let manager =
+        Manager::start(|_| Answer::WithHeaders(200, vec![("x-record".into(), "on".into())]));
+    let on_publish = manager.url("on_publish");
     let broker = Broker::start(&dir, "live-topic", 1)?;
     let flags = [
-        "--record",
-        "all",
         "--record-format",
         "hls,flv",
         "--record-dir",
         root.to_str().context("utf8")?,
+        "--on-publish",
+        &on_publish,
     ];
     let media = Media::start(&dir, "media", &broker, &flags)?;
     let _ffmpeg = publish(&dir, "publisher", &media.publish_url("cam"), &small(30))?;

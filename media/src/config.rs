@@ -133,8 +133,10 @@ pub struct Config {
     pub update_interval: Duration,
     pub hook_timeout: Duration,
     pub api_token: Option<String>,
-    /// Formats to record; `None` when `--record off`.
-    pub record: Option<crate::record::Formats>,
+    /// `--record all`: record every broadcast (the `on_publish` answer may still say otherwise).
+    pub record_all: bool,
+    /// Formats a recording is made in.
+    pub record_formats: crate::record::Formats,
     /// Where recordings are written and served from (absolute).
     pub record_dir: PathBuf,
 }
@@ -181,9 +183,9 @@ impl Config {
                 .unwrap_or_else(|| "hls".into()),
         )
         .map_err(|e| anyhow::anyhow!("--record-format: {e}"))?;
-        let record = match cli.record.or(file.record).as_deref().unwrap_or("off") {
-            "off" => None,
-            "all" => Some(record_formats),
+        let record_all = match cli.record.or(file.record).as_deref().unwrap_or("off") {
+            "off" => false,
+            "all" => true,
             other => bail!("--record must be `off` or `all`, got `{other}`"),
         };
         let record_dir = cli
@@ -250,7 +252,8 @@ impl Config {
                     .max(1),
             ),
             api_token: cli.api_token.or(file.api_token).filter(|t| !t.is_empty()),
-            record,
+            record_all,
+            record_formats,
             record_dir,
         })
     }

@@ -105,16 +105,17 @@ impl Hooks {
         self.urls.on_update.is_some()
     }
 
-    /// Asks whether `name` may be published.
+    /// Asks whether `name` may be published. The second value is the manager's `X-Record: on|off`
+    /// answer header, which turns recording on or off for this broadcast whatever `--record` says.
     pub async fn on_publish(
         &self,
         client: &ClientInfo,
         name: &str,
         publish_type: &str,
         args: &[(String, String)],
-    ) -> Decision {
+    ) -> (Decision, Option<bool>) {
         let Some(url) = &self.urls.on_publish else {
-            return Decision::Allow;
+            return (Decision::Allow, None);
         };
         let mut form = session_fields(client);
         form.push(("call", "publish".into()));
@@ -140,7 +141,7 @@ impl Hooks {
         form.push(("start", request.start_ms.to_string()));
         form.push(("duration", request.duration_ms.to_string()));
         form.push(("reset", u8::from(request.reset).to_string()));
-        self.decide(url, form, args).await
+        self.decide(url, form, args).await.0
     }
 
     /// Periodic `on_update`; returns false when the manager wants the client dropped (non-2xx). A
@@ -278,8 +279,13 @@ impl Hooks {
         url: &str,
         form: Vec<(&'static str, String)>,
         args: &[(String, String)],
-    ) -> Decision {
-        match self.post(url, form, args).await {
+    ) -> (Decision, Option<bool>) {
+        let resp = self.post(url, form, args).await;
+        let record = resp
+            .as_ref()
+            .ok()
+            .and_then(|r| record_header(r.headers().get("x-record").and_then(|v| v.to_str().ok())));
+        let decision = match resp {
             Ok(resp) if resp.status().is_success() => Decision::Allow,
             Ok(resp) if resp.status().is_redirection() => {
                 match resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
@@ -298,7 +304,8 @@ impl Hooks {
                 Decision::Deny(format!("manager did not answer within {:?}", self.timeout))
             }
             Err(e) => Decision::Deny(format!("manager unreachable: {e}")),
-        }
+        };
+        (decision, record)
     }
 
     async fn post(
@@ -324,6 +331,21 @@ fn session_fields(c: &ClientInfo) -> Vec<(&'static str, String)> {
         ("addr", c.addr.map(|a| a.to_string()).unwrap_or_default()),
         ("clientid", c.clientid.to_string()),
     ]
+}
+
+/// Reads the `X-Record` answer header: `on` / `off` (any case); anything else is ignored, with a warning.
+pub fn record_header(value: Option<&str>) -> Option<bool> {
+    match value?.trim().to_ascii_lowercase().as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        other => {
+            warn!(
+                value = other,
+                "ignoring X-Record answer header: expected `on` or `off`"
+            );
+            None
+        }
+    }
 }
 
 /// Splits `name?a=1&b=2` into the name and its query arguments (percent-decoded).
@@ -352,13 +374,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn x_record_turns_recording_on_or_off() {
+        assert_eq!(record_header(Some("on")), Some(true));
+        assert_eq!(record_header(Some(" OFF ")), Some(false));
+        assert_eq!(record_header(Some("yes")), None);
+        assert_eq!(record_header(None), None);
+    }
+
     #[tokio::test]
     async fn no_hook_configured_means_allow() {
         let hooks = Hooks::new(HookUrls::default(), Duration::from_millis(100));
         let c = ClientInfo::default();
         assert_eq!(
             hooks.on_publish(&c, "cam", "live", &[]).await,
-            Decision::Allow
+            (Decision::Allow, None)
         );
         assert_eq!(
             hooks.on_play(&c, "cam", PlayRequest::default(), &[]).await,
@@ -382,7 +412,8 @@ mod tests {
         );
         let d = hooks
             .on_publish(&ClientInfo::default(), "cam", "live", &[])
-            .await;
+            .await
+            .0;
         assert!(matches!(d, Decision::Deny(why) if why.contains("unreachable")));
     }
 }

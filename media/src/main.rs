@@ -96,16 +96,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let _ =
             tokio::task::spawn_blocking(move || record::recover::recover_all(&dir, &stats)).await;
     }
-    let recorder = config.record.map(|formats| {
-        info!(dir = %config.record_dir.display(), hls = formats.hls, flv = formats.flv, "recording every broadcast");
-        record::Recorder::new(
-            config.record_dir.clone(),
-            formats,
-            config.segment,
-            record_stats.clone(),
-            hooks.clone(),
-        )
-    });
+    if config.record_all {
+        info!(dir = %config.record_dir.display(), "recording every broadcast");
+    }
+    let recorder = record::Recorder::new(
+        config.record_dir.clone(),
+        config.record_formats,
+        config.segment,
+        record_stats.clone(),
+        hooks.clone(),
+    );
     let ctx = Arc::new(rtmp::ServerContext {
         counters: counters.clone(),
         hooks: hooks.clone(),
@@ -118,6 +118,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         producer: producer.clone(),
         recorder: recorder.clone(),
+        record_all: config.record_all,
     });
 
     let http_app = http::app(http::HttpState {
@@ -165,9 +166,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // The HTTP server stops on the same token; it holds a producer handle for its counters.
     let _ = http_task.await;
     // Broadcasts have ended: writers finish their files, then their on_record_done joins the hooks.
-    if let Some(r) = &recorder {
-        r.drain(Duration::from_secs(15)).await;
-    }
+    recorder.drain(Duration::from_secs(15)).await;
     // Done-hooks of the sessions that just ended are in flight; let them reach the manager.
     hooks.drain(Duration::from_secs(10)).await;
     // Sessions have ended their broadcasts; dropping the last handles lets the producer drain and flush.

@@ -37,8 +37,10 @@ pub struct ServerContext {
     pub next_client_id: AtomicU64,
     /// Connection counters for /metrics.
     pub counters: Arc<crate::metrics::RtmpCounters>,
-    /// Records broadcasts (`--record all`); `None` when recording is off.
-    pub recorder: Option<crate::record::Recorder>,
+    /// Records broadcasts: all with `--record all`, and those the manager's `X-Record: on` asks for.
+    pub recorder: crate::record::Recorder,
+    /// `--record all`.
+    pub record_all: bool,
 }
 
 /// Accepts RTMP connections until `cancel` fires, then waits (bounded) for the sessions to wind down so

@@ -407,7 +407,7 @@ impl Connection {
         stream_key: &str,
         publish_type: &str,
         play: PlayRequest,
-    ) -> Result<(String, Vec<(String, String)>), String> {
+    ) -> Result<(String, Vec<(String, String)>, Option<bool>), String> {
         if self.active.is_some() {
             return Err("this connection is already publishing or playing".into());
         }
@@ -418,19 +418,20 @@ impl Connection {
         if role == Role::Publish && self.ctx.registry.get(name).is_some() {
             return Err(format!("stream `{name}` is already being published"));
         }
-        let decision = match role {
+        let (decision, record) = match role {
             Role::Publish => {
                 self.ctx
                     .hooks
                     .on_publish(&self.client, name, publish_type, &args)
                     .await
             }
-            Role::Play => {
+            Role::Play => (
                 self.ctx
                     .hooks
                     .on_play(&self.client, name, play, &args)
-                    .await
-            }
+                    .await,
+                None,
+            ),
         };
         let name = match decision {
             Decision::Allow => name.to_owned(),
@@ -442,7 +443,7 @@ impl Connection {
             }
             Decision::Deny(why) => return Err(format!("refused by the manager: {why}")),
         };
-        Ok((name, args))
+        Ok((name, args, record))
     }
 
     async fn publish_requested(
@@ -457,7 +458,7 @@ impl Connection {
             PublishMode::Record => "record",
             PublishMode::Append => "append",
         };
-        let (name, args) = match self
+        let (name, args, record) = match self
             .admit(
                 Role::Publish,
                 stream_key,
@@ -487,11 +488,14 @@ impl Connection {
         };
         tracing::Span::current().record("stream", name.as_str());
         let results = session.accept_request(request_id)?;
-        let recording = self
-            .ctx
-            .recorder
-            .as_ref()
-            .and_then(|r| r.start(&name, claim.live.started_at_ms, &self.client, &args));
+        // The manager's `X-Record` answer wins over `--record`.
+        let recording = if record.unwrap_or(self.ctx.record_all) {
+            self.ctx
+                .recorder
+                .start(&name, claim.live.started_at_ms, &self.client, &args)
+        } else {
+            None
+        };
         let broadcast = Broadcast::start(
             claim,
             self.ctx.producer.clone(),
@@ -516,7 +520,7 @@ impl Connection {
         stream_id: u32,
         request: PlayRequest,
     ) -> Result<Vec<ServerSessionResult>, SessionError> {
-        let (name, args) = match self.admit(Role::Play, stream_key, "live", request).await {
+        let (name, args, _) = match self.admit(Role::Play, stream_key, "live", request).await {
             Ok(ok) => ok,
             Err(why) => return self.refuse(session, request_id, "NetStream.Play.Failed", why),
         };
