@@ -238,6 +238,7 @@ fn sigkill_mid_broadcast_leaves_a_playable_recording() -> Result<()> {
     let manager =
         Manager::start(|_| Answer::WithHeaders(200, vec![("x-record".into(), "on".into())]));
     let on_publish = manager.url("on_publish");
+    let on_record_done = manager.url("on_record_done");
     let broker = Broker::start(&dir, "live-topic", 1)?;
     let flags = [
         "--record-format",
@@ -246,6 +247,8 @@ fn sigkill_mid_broadcast_leaves_a_playable_recording() -> Result<()> {
         root.to_str().context("utf8")?,
         "--on-publish",
         &on_publish,
+        "--on-record-done",
+        &on_record_done,
     ];
     let media = Media::start(&dir, "media", &broker, &flags)?;
     let _ffmpeg = publish(&dir, "publisher", &media.publish_url("cam"), &small(30))?;
@@ -311,6 +314,35 @@ fn sigkill_mid_broadcast_leaves_a_playable_recording() -> Result<()> {
         vod.duration,
         flv.duration
     );
+
+    // SIGTERM mid-broadcast: media finishes the recording and delivers on_record_done before exiting.
+    // (None was sent for the recovered recording: its session died with the first process.)
+    let mut media2 = media2;
+    let _ffmpeg2 = publish(&dir, "publisher2", &media2.publish_url("cam2"), &small(30))?;
+    let rec2 = poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        let rec = recording_dir(&root, "cam2")?;
+        let text = std::fs::read_to_string(rec.join("index.m3u8")).ok()?;
+        (playlist::parse(&text).ok()?.entries.len() >= 2).then_some(rec)
+    })
+    .context("two segments recorded")?;
+    ensure!(
+        media2.proc.terminate(Duration::from_secs(30))?,
+        "media exited with an error"
+    );
+    let calls = manager.calls_of("record_done");
+    let mut recorders: Vec<_> = calls.iter().filter_map(|c| c.get("recorder")).collect();
+    recorders.sort();
+    ensure!(
+        recorders == ["flv", "hls"],
+        "record_done calls at SIGTERM: {calls:?}"
+    );
+    ensure!(
+        calls.iter().all(|c| c.get("name") == Some("cam2")),
+        "{calls:?}"
+    );
+    let text = std::fs::read_to_string(rec2.join("index.m3u8"))?;
+    ensure!(playlist::parse(&text)?.ended, "{text}");
+    probe::decode_clean(&rec2.join("index.m3u8"))?;
     Ok(())
 }
 

@@ -71,7 +71,13 @@ pub fn run(
     abandoned: &AtomicBool,
     stats: &RecordStats,
 ) -> Vec<Done> {
-    if let Err(e) = fs::create_dir_all(&plan.dir) {
+    // The leaf must be new: an existing one would mean two writers (say two media processes sharing the
+    // directory) mixing their files.
+    let created = match plan.dir.parent() {
+        Some(parent) => fs::create_dir_all(parent).and_then(|()| fs::create_dir(&plan.dir)),
+        None => fs::create_dir(&plan.dir),
+    };
+    if let Err(e) = created {
         let n = u64::from(plan.formats.hls) + u64::from(plan.formats.flv);
         stats.write_errors.inc();
         stats.failed.add(n);
@@ -426,6 +432,61 @@ mod tests {
         assert_eq!(stats.failed.get(), 2);
         assert_eq!(stats.write_errors.get(), 1);
         assert_eq!(stats.started.get(), 0);
+        fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn a_write_error_stops_one_format_and_the_other_goes_on() {
+        let root = temp("midway");
+        let dir = root.join("cam").join("20261124T044012.345Z");
+        fs::create_dir_all(dir.join("1.ts")).expect("a directory where segment 1 goes");
+        let (tx, rx) = sync_channel(16);
+        let stats = RecordStats::default();
+        let seg = |i: u8| Job::Segment {
+            data: Bytes::from(vec![i; 188]),
+            duration: 2.0,
+            discontinuity: false,
+        };
+        let tag = |ts| Job::Tag {
+            kind: flv::VIDEO,
+            timestamp: ts,
+            data: Bytes::from_static(&[0x17, 1, 0, 0, 0]),
+        };
+        // The directory exists already (it holds `1.ts/`): that alone must refuse the recording.
+        tx.send(seg(0)).expect("send");
+        let done = run(plan(dir.clone()), rx, &AtomicBool::new(false), &stats);
+        assert!(done.is_empty());
+        assert_eq!(stats.failed.get(), 2);
+
+        fs::remove_dir_all(&root).ok();
+        let stats = RecordStats::default();
+        let (tx, rx) = sync_channel(16);
+        let writer = {
+            let dir = dir.clone();
+            std::thread::spawn(move || run(plan(dir), rx, &AtomicBool::new(false), &stats))
+        };
+        tx.send(tag(0)).expect("send");
+        tx.send(seg(0)).expect("send");
+        // Segment 1 cannot be created once the writer made the directory: EISDIR.
+        while !dir.join(PLAYLIST).exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fs::create_dir(dir.join("1.ts")).expect("mkdir");
+        tx.send(tag(40)).expect("send");
+        tx.send(seg(1)).expect("send");
+        tx.send(tag(80)).expect("send");
+        drop(tx);
+        let done = writer.join().expect("writer");
+        let names: Vec<_> = done.iter().map(|d| d.recorder).collect();
+        assert_eq!(names, ["flv"], "only the FLV recording is intact");
+        let p = VodPlaylist::parse(&fs::read_to_string(dir.join(PLAYLIST)).expect("read"))
+            .expect("parse");
+        assert_eq!(p.entries().len(), 1);
+        assert!(!p.ended(), "a failed recording is not marked complete");
+        assert_eq!(
+            fs::read(dir.join("cam.flv")).expect("read").len(),
+            13 + 3 * 20
+        );
         fs::remove_dir_all(&root).ok();
     }
 
