@@ -3,11 +3,12 @@
 //! never runs on an RTMP session or a tokio worker. A write error stops that format's recording (logged,
 //! counted) and the broadcast goes on.
 //!
-//! Crash safety: a segment file is written and `sync_data`ed before the playlist lists it, and the
-//! playlist is replaced atomically (temp file, `sync_data`, rename). A crash therefore loses at most the
-//! segment being written; [`super::recover`] finishes such playlists on the next start. The FLV file is
-//! flushed to the kernel every second (so a crash of media loses at most a second; the kernel keeps
-//! what was flushed) and `sync_data`ed at each segment boundary and at the end.
+//! Crash safety: a segment file is written and `sync_data`ed before the playlist lists it, the playlist
+//! is replaced atomically (temp file, `sync_data`, rename), and the directory is synced after each
+//! rename. A crash of the process or the machine therefore loses at most the segment being written;
+//! [`super::recover`] finishes such playlists on the next start. The FLV file is flushed to the kernel
+//! every second (so a crash of media loses at most a second; the kernel keeps what was flushed) and
+//! `sync_data`ed at each segment boundary and at the end.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -170,8 +171,8 @@ pub fn run(
         // Nothing was recorded (a publisher that sent no media): leave no empty directory behind.
         let _ = fs::remove_dir(&plan.dir);
     } else {
-        // Makes the directory entries themselves durable (the renames and new files) against power loss.
-        let _ = File::open(&plan.dir).and_then(|d| d.sync_all());
+        // The final playlist's rename, durable against power loss.
+        let _ = sync_dir(&plan.dir);
     }
     done
 }
@@ -227,7 +228,10 @@ impl Hls {
             duration,
             discontinuity,
         });
-        self.write_playlist()
+        self.write_playlist()?;
+        // The new segment's directory entry and the rename reach the disk too: a power loss then costs
+        // at most the open segment, like a crash of the process.
+        sync_dir(&self.dir)
     }
 
     fn write_playlist(&self) -> io::Result<()> {
@@ -267,6 +271,10 @@ impl FlvFile {
     fn file(&mut self, stats: &RecordStats) -> io::Result<&mut BufWriter<File>> {
         if self.file.is_none() {
             let mut f = BufWriter::with_capacity(256 * 1024, File::create(&self.path)?);
+            if let Some(dir) = self.path.parent() {
+                // Once, so the file itself survives a power loss, not only its synced content.
+                sync_dir(dir)?;
+            }
             f.write_all(&flv::file_header())?;
             stats.bytes.add(13);
             self.file = Some(f);
@@ -323,6 +331,11 @@ impl FlvFile {
         }
         Ok(Some(self.path))
     }
+}
+
+/// Makes a directory's entries (new files, renames) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Creates `path` with `data`, on disk before it returns.
