@@ -26,17 +26,20 @@ fn start_nginx(dir: &std::path::Path, port: u16, manager: &Manager) -> Result<Pr
             "load_module {RTMP_MODULE};\ndaemon off;\nmaster_process off;\nerror_log {dir}/nginx-error.log info;\n\
              pid {dir}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
              rtmp {{ server {{ listen 127.0.0.1:{port}; notify_update_timeout 1s;\n\
-             application live {{ live on; on_publish {}; on_publish_done {}; on_play {}; on_play_done {}; on_update {}; }} }} }}\n",
+             application live {{ live on; on_publish {}; on_publish_done {}; on_play {}; on_play_done {}; on_update {};\n\
+             record all; record_path {dir}/nginx-rec; on_record_done {}; }} }} }}\n",
             hook("on_publish"),
             hook("on_publish_done"),
             hook("on_play"),
             hook("on_play_done"),
             hook("on_update"),
+            hook("on_record_done"),
             dir = dir.display(),
         ),
     )?;
     let mut cmd = Command::new("nginx");
     cmd.arg("-p").arg(dir).arg("-c").arg(&conf);
+    std::fs::create_dir_all(dir.join("nginx-rec"))?;
     let p = Proc::spawn("nginx", cmd, dir)?;
     wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10))?;
     Ok(p)
@@ -108,10 +111,13 @@ fn hook_requests_match_nginx_rtmp() -> Result<()> {
         ("--on-play", "on_play"),
         ("--on-play-done", "on_play_done"),
         ("--on-update", "on_update"),
+        ("--on-record-done", "on_record_done"),
     ]
     .iter()
     .flat_map(|(f, p)| [f.to_string(), manager.url(&format!("ours/{p}"))])
     .chain(["--update-interval-seconds".into(), "1".into()])
+    .chain(["--record", "all", "--record-format", "flv", "--record-dir"].map(String::from))
+    .chain([dir.join("ours-rec").display().to_string()])
     .collect();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let media = Media::start(&dir, "media", &broker, &flags)?;
@@ -151,7 +157,9 @@ fn hook_requests_match_nginx_rtmp() -> Result<()> {
         for (k, v) in &t.form {
             if matches!(
                 k.as_str(),
-                "clientid" | "flashver" | "tcurl" | "time" | "timestamp"
+                // `recorder`: nginx-rtmp's default recorder has no name, ours names the format;
+                // `path`: each server's own directory.
+                "clientid" | "flashver" | "tcurl" | "time" | "timestamp" | "recorder" | "path"
             ) {
                 continue;
             }
@@ -169,12 +177,37 @@ fn hook_requests_match_nginx_rtmp() -> Result<()> {
         "play_done",
         "update_publish",
         "update_play",
+        "record_done",
     ] {
         ensure!(
             theirs.contains_key(call),
             "scenario should exercise `{call}` (got {kinds:?})"
         );
     }
+    // Both FLV recordings of the same publish open alike in ffprobe.
+    let their_flv = theirs["record_done"].get("path").context("path")?;
+    let our_flv = ours["record_done"].get("path").context("path")?;
+    ensure!(ours["record_done"].get("recorder") == Some("flv"));
+    let (t, o) = (
+        e2e::probe::probe(std::path::Path::new(their_flv))?,
+        e2e::probe::probe(std::path::Path::new(our_flv))?,
+    );
+    ensure!(
+        t.codecs == o.codecs,
+        "codecs {:?} vs {:?}",
+        t.codecs,
+        o.codecs
+    );
+    ensure!(
+        (t.duration - o.duration).abs() <= 0.1,
+        "FLV durations: nginx-rtmp {:.3} s, media {:.3} s",
+        t.duration,
+        o.duration
+    );
+    eprintln!(
+        "FLV recordings: nginx-rtmp {:.3} s, media {:.3} s",
+        t.duration, o.duration
+    );
     let tcurl = ours["publish"].get("tcurl").context("tcurl")?;
     ensure!(
         tcurl == format!("rtmp://{}/live", media.rtmp),
