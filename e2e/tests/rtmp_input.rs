@@ -219,6 +219,12 @@ fn bad_input_gets_a_clear_answer_and_others_keep_streaming() -> Result<()> {
             vec![0xbf, 0x00],
             "unsupported audio format 11 (Speex)",
         ),
+        // SoundFormat 10 (AAC) announcing AAC-ELD, which HLS's ADTS cannot carry.
+        (
+            rtmp::AUDIO,
+            vec![0xaf, 0x00, 0xf8, 0xe6, 0x20, 0x00],
+            "unsupported AAC audio object type 39 (ER AAC-ELD)",
+        ),
     ] {
         let mut c = publisher(&media, "odd-codec")?;
         let stream_id = c.stream_id;
