@@ -701,6 +701,37 @@ mod tests {
     }
 
     #[test]
+    fn what_a_peer_can_make_us_hold_is_bounded() {
+        // Unfinished 8 MiB messages on many chunk streams: refused once 16 MiB are held.
+        let mut d = Dechunker::new();
+        let mut set = type0(2, &msg(1, 0, 4, 0));
+        set.extend_from_slice(&(1u32 << 20).to_be_bytes());
+        d.push(&set).expect("chunk size");
+        let piece = vec![0u8; 1 << 20];
+        let mut result = Ok(Vec::new());
+        for csid in 3..40 {
+            let mut v = type0(csid, &msg(9, 0, MAX_MESSAGE_BYTES, 0));
+            v.extend_from_slice(&piece);
+            result = d.push(&v);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(ChunkError::TooMuchBuffered(MAX_PARTIAL_BYTES)));
+        assert!(d.buffered() <= MAX_PARTIAL_BYTES + (1 << 20) + 64);
+        // Hundreds of chunk streams: refused past 256.
+        let mut d = Dechunker::new();
+        let mut wire = Vec::new();
+        for csid in 64..64 + 300 {
+            wire.extend(type0(csid, &msg(9, 0, 0, 0)));
+        }
+        assert_eq!(
+            d.push(&wire),
+            Err(ChunkError::TooManyChunkStreams(MAX_CHUNK_STREAMS))
+        );
+    }
+
+    #[test]
     fn extended_timestamps_and_wrap() {
         let mut ser = ChunkSerializer::new();
         let input = vec![
