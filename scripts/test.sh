@@ -16,7 +16,7 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> building binaries for the end-to-end tests"
 cargo build --workspace --bins
-echo "==> unit and property tests"
+echo "==> unit and property tests, and the fuzz targets (8 s each; FUZZ_SECONDS changes it)"
 cargo test --workspace --exclude e2e
 echo "==> end-to-end tests"
 # One at a time: each starts a broker, media, edges and an x264 encoder on a 2-core machine.

@@ -194,3 +194,111 @@ fn consumes_every_partition_of_a_topic_created_after_start() {
         stopped.elapsed()
     );
 }
+
+#[test]
+fn bad_records_through_kafka_are_counted_dropped_and_never_served() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let bootstrap = cluster.bootstrap_servers();
+    cluster.create_topic(TOPIC, 1, 1).expect("create topic");
+    let store = Arc::new(Store::new(&StoreConfig {
+        cache_bytes: 64 << 20,
+        segment_ttl: Duration::from_secs(60),
+        window_segments: 20,
+    }));
+    let _running = start(&bootstrap, &store);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    let mut seq = 100;
+    wait_until("first segment", Duration::from_secs(15), || {
+        produce_segment(&producer, 0, "cam", seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        store.playlist("cam").is_some()
+    });
+    let stats = store.stats();
+    let (bad0, rejected0) = (
+        Stats::get(&stats.bad_messages),
+        Stats::get(&stats.rejected_chunks),
+    );
+    let chunks = |s: u64| {
+        split_segment(
+            ChunkPlan {
+                meta: segment_meta("cam", s),
+                max_chunk_bytes: 2_000,
+            },
+            &data(s),
+        )
+    };
+    // Truncated: the last chunk of `seq` never comes.
+    let truncated = seq;
+    let parts = chunks(truncated);
+    for (meta, value) in &parts[..parts.len() - 1] {
+        send(
+            &producer,
+            0,
+            "cam",
+            &encode_meta(&LiveMessage::Segment(meta.clone())),
+            value,
+        );
+    }
+    // Bad checksum: one byte of the middle chunk flipped.
+    let corrupt = seq + 1;
+    for (i, (meta, value)) in chunks(corrupt).into_iter().enumerate() {
+        let mut v = value.to_vec();
+        if i == 1 {
+            v[10] ^= 0xff;
+        }
+        send(
+            &producer,
+            0,
+            "cam",
+            &encode_meta(&LiveMessage::Segment(meta)),
+            &v,
+        );
+    }
+    // An unknown schema version, a header that is not JSON, and no header at all.
+    send(
+        &producer,
+        0,
+        "cam",
+        br#"{"v":2,"kind":"segment","stream":"cam"}"#,
+        b"x",
+    );
+    send(&producer, 0, "cam", b"\xff\xfe{", b"x");
+    producer
+        .send(
+            BaseRecord::to(TOPIC)
+                .partition(0)
+                .key("cam")
+                .payload(&b"x"[..]),
+        )
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    // Then good segments again.
+    let good = seq + 2;
+    for s in good..good + 2 {
+        produce_segment(&producer, 0, "cam", s);
+    }
+    wait_until(
+        "the good segments after the bad ones",
+        Duration::from_secs(10),
+        || store.segment("cam", good + 1).is_some(),
+    );
+    assert_eq!(store.segment("cam", truncated), None);
+    assert_eq!(store.segment("cam", corrupt), None);
+    assert_eq!(store.segment("cam", good), Some(data(good)));
+    assert_eq!(
+        Stats::get(&stats.bad_messages) - bad0,
+        3,
+        "v2, not JSON, no header"
+    );
+    // The checksum failure; the truncated segment is abandoned when the next one of its stream starts.
+    assert!(Stats::get(&stats.rejected_chunks) - rejected0 >= 1);
+    let text = String::from_utf8(store.playlist("cam").expect("known").to_vec()).expect("utf8");
+    assert!(
+        !text.contains(&format!("{truncated}.ts")) && !text.contains(&format!("{corrupt}.ts")),
+        "{text}"
+    );
+}

@@ -6,6 +6,9 @@
 //! This crate does no I/O: it defines the messages, their encoding, chunking and reassembly.
 
 pub mod chunking;
+/// Stable-toolchain mutation fuzzer for other crates' tests.
+#[cfg(any(test, feature = "test-util"))]
+pub mod fuzz;
 pub mod message;
 pub mod reassembly;
 pub mod stream_name;

@@ -8,6 +8,7 @@
 pub mod manager;
 pub mod playlist;
 pub mod probe;
+pub mod rtmp_client;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};

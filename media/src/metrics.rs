@@ -58,7 +58,7 @@ pub struct RtmpCounters {
     pub connections: AtomicU64,
     /// Connections accepted since start.
     pub accepted: AtomicU64,
-    /// Connections refused because `--max-connections` were open.
+    /// Connections closed after the handshake because `--max-connections` sessions were open.
     pub refused: AtomicU64,
 }
 

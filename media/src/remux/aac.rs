@@ -63,10 +63,13 @@ impl AudioSpecificConfig {
             // carriage (ISO/IEC 14496-3 1.6.5.2) and every HE-AAC decoder handles it.
             (AOT_SBR | AOT_PS, _) => 1,
             (1..=4, _) => object_type - 1,
+            // Sound format 10 but no AAC ADTS can carry (ER/ELD, USAC, ...): as unplayable here as a
+            // non-AAC format, so refused the same way.
             _ => {
-                return Err(RemuxError::InvalidAudioConfig(
-                    "audio object type cannot be carried in ADTS",
-                ))
+                return Err(RemuxError::UnsupportedAudioObjectType {
+                    object_type,
+                    name: object_type_name(object_type),
+                })
             }
         };
         let adts_frequency_index = SAMPLING_FREQUENCIES
@@ -197,6 +200,26 @@ impl AdtsHeader {
 }
 
 /// GetAudioObjectType(), ISO/IEC 14496-3 1.6.2.1: 5 bits, 31 escapes to 32 + 6 more bits.
+/// Names of the MPEG-4 audio object types publishers may plausibly send (ISO/IEC 14496-3 1.5.1.1).
+fn object_type_name(object_type: u8) -> &'static str {
+    match object_type {
+        0 => "null",
+        6 => "AAC scalable",
+        7 => "TwinVQ",
+        8 => "CELP",
+        9 => "HVXC",
+        17 => "ER AAC-LC",
+        19 => "ER AAC-LTP",
+        20 => "ER AAC scalable",
+        23 => "ER AAC-LD",
+        32..=34 => "MPEG-1/2 Layer 1-3",
+        36 => "ALS",
+        39 => "ER AAC-ELD",
+        42 => "USAC (xHE-AAC)",
+        _ => "not carried in ADTS",
+    }
+}
+
 fn read_object_type(r: &mut BitReader<'_>) -> Option<u8> {
     let ot = r.bits(5)?;
     let ot = if ot == 31 { 32 + r.bits(6)? } else { ot };
@@ -295,9 +318,20 @@ mod tests {
 
     #[test]
     fn escapes() {
-        // AOT escape: 11111 000000 (= 32, not ADTS-able) -> typed error
+        // AOT escape: 11111 000000 (= 32, MPEG-1 Layer 1, not ADTS-able) -> refused, naming it
         let err = AudioSpecificConfig::parse(&[0xf8, 0x00, 0x00]).unwrap_err();
-        assert!(matches!(err, RemuxError::InvalidAudioConfig(_)));
+        assert_eq!(
+            err,
+            RemuxError::UnsupportedAudioObjectType {
+                object_type: 32,
+                name: "MPEG-1/2 Layer 1-3"
+            }
+        );
+        assert!(err.is_fatal());
+        // AAC-ELD (39 = 11111 000111), 48 kHz, stereo, as some encoders send with SoundFormat 10.
+        let err = AudioSpecificConfig::parse(&[0xf8, 0xe6, 0x20, 0x00]).unwrap_err();
+        assert!(err.to_string().contains("39 (ER AAC-ELD)"), "{err}");
+        assert!(err.is_fatal());
         // explicit frequency 48000 = 0x00bb80: 00010 1111 <24 bits> 0010
         let mut bits: u64 = 0b00010;
         bits = (bits << 4) | 0b1111;

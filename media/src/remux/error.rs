@@ -64,6 +64,15 @@ pub enum RemuxError {
     /// AudioSpecificConfig (ISO/IEC 14496-3 1.6.2.1) is malformed or cannot be carried in ADTS.
     #[error("invalid AudioSpecificConfig: {0}")]
     InvalidAudioConfig(&'static str),
+    /// SoundFormat 10 whose AudioSpecificConfig names an object type ADTS cannot carry (e.g. AAC-ELD,
+    /// USAC), ISO/IEC 14496-3 1.5.1.1 and ISO/IEC 13818-7 6.2.
+    #[error("unsupported AAC audio object type {object_type} ({name}); send AAC-LC or HE-AAC")]
+    UnsupportedAudioObjectType {
+        /// The audioObjectType of the config.
+        object_type: u8,
+        /// Human-readable name for the publisher.
+        name: &'static str,
+    },
     /// Raw AAC arrived before any AAC sequence header, so no ADTS header can be built.
     #[error("AAC frame before any AAC sequence header")]
     NoAudioConfig,
@@ -87,6 +96,7 @@ impl RemuxError {
             Self::UnsupportedVideoCodec { .. }
                 | Self::EnhancedRtmpUnsupported { .. }
                 | Self::UnsupportedAudioFormat { .. }
+                | Self::UnsupportedAudioObjectType { .. }
         )
     }
 

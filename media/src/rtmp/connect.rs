@@ -1,10 +1,9 @@
 //! Reads the client's `connect` command for the fields nginx-rtmp passes to hooks (`tcUrl`, `flashVer`,
-//! `swfUrl`, `pageUrl`). rml_rtmp consumes `connect` without exposing them, so the session feeds the same
-//! bytes to a second chunk deserializer until `connect` has been seen. It only runs for the first few
-//! messages of a connection, and its failure never affects the session: the fields are then empty.
+//! `swfUrl`, `pageUrl`). rml_rtmp consumes `connect` without exposing them, so the session shows the same
+//! messages to this sniffer until `connect` has been seen. It only looks at the first few messages of a
+//! connection, and its failure never affects the session: the fields are then empty.
 
-use rml_rtmp::chunk_io::ChunkDeserializer;
-use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::messages::{MessagePayload, RtmpMessage};
 use rml_rtmp::rml_amf0::Amf0Value;
 
 /// Fields of the `connect` command object.
@@ -19,18 +18,19 @@ pub struct ConnectFields {
 
 /// Watches the start of a connection for `connect`.
 pub struct ConnectSniffer {
-    deserializer: Option<ChunkDeserializer>,
+    /// Messages still to look at before giving up.
+    budget: usize,
     found: Option<ConnectFields>,
 }
 
-/// Messages looked at before giving up; clients send `connect` first, after at most a chunk size change.
+/// Messages looked at before giving up; clients send `connect` first.
 const MAX_MESSAGES: usize = 8;
 
 impl ConnectSniffer {
     /// A sniffer waiting for `connect`.
     pub fn new() -> Self {
         Self {
-            deserializer: Some(ChunkDeserializer::new()),
+            budget: MAX_MESSAGES,
             found: None,
         }
     }
@@ -40,39 +40,26 @@ impl ConnectSniffer {
         self.found.as_ref()
     }
 
-    /// Feeds bytes the session received (after the handshake).
-    pub fn feed(&mut self, bytes: &[u8]) {
-        let Some(de) = self.deserializer.as_mut() else {
+    /// Looks at one message the session received (after the handshake).
+    pub fn feed(&mut self, payload: &MessagePayload) {
+        if self.found.is_some() || self.budget == 0 {
             return;
-        };
-        let mut input = bytes;
-        for _ in 0..MAX_MESSAGES {
-            let payload = match de.get_next_message(input) {
-                Ok(Some(p)) => p,
-                Ok(None) => return,
-                Err(_) => break,
-            };
-            input = &[];
-            match payload.to_rtmp_message() {
-                Ok(RtmpMessage::SetChunkSize { size }) => {
-                    if de.set_max_chunk_size(size as usize).is_err() {
-                        break;
-                    }
-                }
-                Ok(RtmpMessage::Amf0Command {
-                    command_name,
-                    command_object,
-                    ..
-                }) if command_name == "connect" => {
-                    self.found = Some(fields(command_object));
-                    break;
-                }
-                Ok(_) => {}
-                Err(_) => break,
+        }
+        self.budget -= 1;
+        // `screen` first: rml_rtmp panics on some malformed commands.
+        if payload.type_id != 20 || media::rtmp_chunks::screen(payload) != Ok(true) {
+            return;
+        }
+        if let Ok(RtmpMessage::Amf0Command {
+            command_name,
+            command_object,
+            ..
+        }) = payload.to_rtmp_message()
+        {
+            if command_name == "connect" {
+                self.found = Some(fields(command_object));
             }
         }
-        // Done (or confused): stop spending work on it.
-        self.deserializer = None;
     }
 }
 
@@ -96,7 +83,7 @@ fn fields(object: Amf0Value) -> ConnectFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rml_rtmp::chunk_io::ChunkSerializer;
+    use bytes::Bytes;
     use rml_rtmp::time::RtmpTimestamp;
     use std::collections::HashMap;
 
@@ -118,13 +105,8 @@ mod tests {
         let payload = msg
             .into_message_payload(RtmpTimestamp::new(0), 0)
             .expect("payload");
-        let mut ser = ChunkSerializer::new();
-        let packet = ser.serialize(&payload, false, false).expect("serialize");
         let mut sniffer = ConnectSniffer::new();
-        // Byte by byte: the sniffer copes with any split of the input.
-        for b in &packet.bytes {
-            sniffer.feed(std::slice::from_ref(b));
-        }
+        sniffer.feed(&payload);
         let f = sniffer.fields().expect("connect seen");
         assert_eq!(f.app, "live");
         assert_eq!(f.tcurl, "rtmp://h/live");
@@ -134,8 +116,14 @@ mod tests {
     #[test]
     fn garbage_stops_the_sniffer_without_panicking() {
         let mut sniffer = ConnectSniffer::new();
-        sniffer.feed(&[0xff; 300]);
-        sniffer.feed(&[0x03; 300]);
+        for fill in [0xffu8, 0x03, 0x02] {
+            sniffer.feed(&MessagePayload {
+                timestamp: RtmpTimestamp::new(0),
+                type_id: 20,
+                message_stream_id: 0,
+                data: Bytes::from(vec![fill; 300]),
+            });
+        }
         assert!(sniffer.fields().is_none());
     }
 }

@@ -1,12 +1,19 @@
 //! The RTMP server: accepts connections (bounded), and runs each in its own task with its own span.
+//!
+//! Two bounds, both `--max-connections`: connections still in the handshake, and sessions past it.
+//! A client that connects and sends nothing (slowloris) only holds a handshake place, and when those
+//! are all taken the oldest is closed to make room, so idle sockets cannot lock publishers out; they
+//! also expire after `--handshake-timeout-seconds`.
 
 mod aggregate;
 mod connect;
+mod handshake;
 mod session;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -52,9 +59,10 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    let pending = Arc::new(Handshaking::new(max_connections));
     let tracker = TaskTracker::new();
     loop {
-        let (socket, peer) = tokio::select! {
+        let (mut socket, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -66,22 +74,43 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, max_connections, "connection refused: too many connections");
-            continue;
-        };
         ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
         ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
         let _ = socket.set_nodelay(true);
         let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty);
-        let ctx = ctx.clone();
+        let (id, evicted) = pending.add();
+        let (ctx, slots, pending) = (ctx.clone(), slots.clone(), pending.clone());
         let cancel = cancel.child_token();
         tracker.spawn(
             async move {
-                session::run(socket, peer, ctx.clone(), cancel).await;
+                let timeout = ctx.handshake_timeout;
+                let result = tokio::select! {
+                    _ = cancel.cancelled() => None,
+                    _ = evicted.cancelled() => {
+                        info!(%peer, "connection closed: handshake not finished and every handshake place is taken");
+                        None
+                    }
+                    r = handshake::run(&mut socket, timeout) => Some(r),
+                };
+                pending.remove(id);
+                match result {
+                    Some(Ok(remaining)) => match slots.try_acquire_owned() {
+                        Ok(permit) => {
+                            session::run(socket, peer, remaining, ctx.clone(), cancel).await;
+                            drop(permit);
+                        }
+                        Err(_) => {
+                            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
+                            warn!(%peer, max_connections, "connection refused: too many connections");
+                        }
+                    },
+                    Some(Err(e @ handshake::HandshakeFailure::Invalid(_))) => {
+                        warn!(%peer, "connection closed: {e}")
+                    }
+                    Some(Err(e)) => info!(%peer, "connection closed: {e}"),
+                    None => {}
+                }
                 ctx.counters.connections.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
             }
             .instrument(span),
         );
@@ -105,4 +134,43 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen for RTMP on {addr} (is another server using the port? set --rtmp-listen)")
     })
+}
+
+/// Connections still in the handshake, oldest first, each with the token that closes it.
+struct Handshaking {
+    max: usize,
+    inner: Mutex<(u64, VecDeque<(u64, CancellationToken)>)>,
+}
+
+impl Handshaking {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            inner: Mutex::new((0, VecDeque::new())),
+        }
+    }
+
+    /// Registers a new connection, closing the oldest one still handshaking if all places are taken.
+    fn add(&self) -> (u64, CancellationToken) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, queue) = &mut *inner;
+        if queue.len() >= self.max {
+            if let Some((_, oldest)) = queue.pop_front() {
+                oldest.cancel();
+            }
+        }
+        let id = *next;
+        *next += 1;
+        let token = CancellationToken::new();
+        queue.push_back((id, token.clone()));
+        (id, token)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        // Handshakes end roughly in arrival order, so the entry is near the front.
+        if let Some(i) = inner.1.iter().position(|(i, _)| *i == id) {
+            inner.1.remove(i);
+        }
+    }
 }

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     PublishMode, ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
     ServerSessionResult,
@@ -29,6 +28,7 @@ use super::{aggregate, ServerContext};
 use crate::broadcast::Broadcast;
 use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
+use media::rtmp_chunks::{self as chunks, ChunkError, Dechunker};
 
 const READ_BUF: usize = 64 * 1024;
 /// Message type id of RTMP aggregate messages.
@@ -41,16 +41,14 @@ const PLAYER_BATCH: usize = 64;
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("handshake did not complete within {0:?}")]
-    HandshakeTimeout(Duration),
-    #[error("invalid handshake: {0:?}")]
-    Handshake(HandshakeError),
     #[error("no data for {0:?}; closing idle connection")]
     Idle(Duration),
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("RTMP protocol error: {0}")]
     Protocol(String),
+    #[error("RTMP protocol error: {0}")]
+    Chunk(#[from] ChunkError),
     #[error("{0}")]
     Refused(String),
 }
@@ -79,10 +77,12 @@ enum Active {
     },
 }
 
-/// Runs a connection to its end; never panics the server, logs why it ended.
+/// Runs a connection whose handshake is done (`remaining`: what the client sent after it) to its end;
+/// never panics the server, logs why it ended.
 pub async fn run(
     mut socket: TcpStream,
     peer: SocketAddr,
+    remaining: Vec<u8>,
     ctx: Arc<ServerContext>,
     cancel: CancellationToken,
 ) {
@@ -101,13 +101,17 @@ pub async fn run(
         close: None,
         last_timestamp: 0,
         dropped: 0,
+        dechunker: Dechunker::new(),
+        wire: Vec::new(),
+        unknown: 0,
     };
-    let result = conn.drive(&mut socket, &cancel).await;
+    let result = conn.drive(&mut socket, remaining, &cancel).await;
     conn.finish().await;
     let _ = socket.shutdown().await;
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
         Err(SessionError::Refused(why)) => warn!(%peer, "{why}"),
+        Err(e @ SessionError::Chunk(_)) => warn!(%peer, "connection closed: {e}"),
         Err(e) => info!(%peer, "connection ended: {e}"),
     }
 }
@@ -125,24 +129,30 @@ struct Connection {
     last_timestamp: u32,
     /// Malformed media messages dropped; logged sparsely so a broken encoder cannot flood the log.
     dropped: u64,
+    /// Reassembles the client's chunk stream in place of rml_rtmp's deserializer (see `chunks.rs`).
+    dechunker: Dechunker,
+    /// One message in canonical chunk form, reused.
+    wire: Vec<u8>,
+    /// Messages of unsupported types ignored; logged sparsely.
+    unknown: u64,
 }
 
 impl Connection {
     async fn drive(
         &mut self,
         socket: &mut TcpStream,
+        remaining: Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let timeout = self.ctx.handshake_timeout;
-        let remaining = tokio::time::timeout(timeout, handshake(socket))
-            .await
-            .map_err(|_| SessionError::HandshakeTimeout(timeout))??;
-
         let mut config = ServerSessionConfig::new();
         config.chunk_size = 4096;
         let (mut session, initial) = ServerSession::new(config)?;
         let mut out = Vec::new();
         self.handle_results(&mut session, initial, &mut out).await?;
+        // rml_rtmp gets every message as one chunk (see `chunks.rs`); this lets it read them.
+        let preamble = session.handle_input(&chunks::preamble())?;
+        self.handle_results(&mut session, preamble, &mut out)
+            .await?;
         self.input(&mut session, &remaining, &mut out).await?;
         self.flush(socket, &mut out).await?;
 
@@ -229,11 +239,32 @@ impl Connection {
         bytes: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
-        if self.sniffer.fields().is_none() {
-            self.sniffer.feed(bytes);
+        for message in self.dechunker.push(bytes)? {
+            if !chunks::screen(&message)? {
+                warn!(
+                    type_id = message.type_id,
+                    "dropping malformed AMF0 data message"
+                );
+                continue;
+            }
+            self.sniffer.feed(&message);
+            self.wire.clear();
+            chunks::canonical(&message, &mut self.wire);
+            // `screen` keeps rml_rtmp from the panics we know of; should it have another, this one
+            // connection ends (cleanly, through `finish`) instead of its task dying half-way.
+            let wire = &self.wire;
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                session.handle_input(wire)
+            }))
+            .map_err(|_| {
+                SessionError::Protocol(format!(
+                    "rml_rtmp panicked on a message of type {}",
+                    message.type_id
+                ))
+            })??;
+            self.handle_results(session, results, out).await?;
         }
-        let results = session.handle_input(bytes)?;
-        self.handle_results(session, results, out).await
+        Ok(())
     }
 
     async fn flush(&self, socket: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), SessionError> {
@@ -291,10 +322,14 @@ impl Connection {
                     if payload.type_id == AGGREGATE {
                         self.handle_aggregate(&payload.data, payload.timestamp.value)?;
                     } else {
-                        debug!(
-                            type_id = payload.type_id,
-                            "ignoring unsupported RTMP message"
-                        );
+                        self.unknown += 1;
+                        if self.unknown <= 5 || self.unknown.is_power_of_two() {
+                            warn!(
+                                type_id = payload.type_id,
+                                ignored_so_far = self.unknown,
+                                "ignoring RTMP message of unsupported type"
+                            );
+                        }
                     }
                 }
             }
@@ -702,32 +737,5 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Frame>>) -> Option<Frame> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Runs the RTMP handshake (C0/C1/C2 <-> S0/S1/S2); returns bytes the client sent after it.
-async fn handshake(socket: &mut TcpStream) -> Result<Vec<u8>, SessionError> {
-    let mut hs = Handshake::new(PeerType::Server);
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let n = socket.read(&mut buf).await?;
-        if n == 0 {
-            return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        match hs
-            .process_bytes(&buf[..n])
-            .map_err(SessionError::Handshake)?
-        {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                socket.write_all(&response_bytes).await?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                socket.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
-            }
-        }
     }
 }
