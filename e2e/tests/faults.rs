@@ -459,6 +459,66 @@ fn media_sigterm_ends_streams_and_flushes_everything() -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM to media while the broker is down and segments wait in its queue: media keeps flushing
+/// through its shutdown, so when the broker returns within the flush window every queued segment and
+/// the stream's end reach the edge, and media exits 0.
+#[test]
+fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
+    let dir = e2e::work_dir("faults_media_sigterm_outage");
+    let storage = "sqlite://tansu.db";
+    let mut broker = Broker::start_with_storage(&dir, "live-topic", 1, storage)?;
+    let mut media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "60"])?;
+    let mut ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(60))?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 2)
+    })
+    .context("the stream should reach the edge")?;
+
+    kill_hard(&mut broker.proc)?;
+    let closed_before = closed_seqs(&media.proc.log_text()).len();
+    std::thread::sleep(Duration::from_secs(3));
+    // SIGTERM without waiting: media is now flushing into a broker that is not there.
+    ensure!(Command::new("kill")
+        .args(["-TERM", &media.proc.pid().to_string()])
+        .status()?
+        .success());
+    std::thread::sleep(Duration::from_secs(2));
+    start_broker_process(&dir, &mut broker, storage, "broker-2")?;
+    let status = media.proc.wait(Duration::from_secs(30))?;
+    ensure!(status.success(), "media exited with {status}");
+    ffmpeg
+        .wait(Duration::from_secs(10))
+        .context("the publisher should see its connection closed")?;
+
+    let log = media.proc.log_text();
+    let closed = closed_seqs(&log);
+    ensure!(
+        closed.len() >= closed_before + 3,
+        "only {} of {} segments were closed during the outage",
+        closed.len() - closed_before,
+        closed.len()
+    );
+    ensure!(
+        log.contains("producer flushed"),
+        "no complete flush in media's log"
+    );
+    let pl = ended_everywhere(&[&edge], STREAM, Duration::from_secs(20))?;
+    eprintln!(
+        "media closed {} segments ({} while the broker was down), the edge lists {}",
+        closed.len(),
+        closed.len() - closed_before,
+        pl.entries.len()
+    );
+    ensure!(
+        seqs(&pl) == closed,
+        "edge lists {:?}, media closed {closed:?}",
+        seqs(&pl)
+    );
+    all_served(&[&edge], STREAM, &pl)?;
+    Ok(())
+}
+
 /// SIGTERM to an edge while a large segment is being read slowly: the download completes with every
 /// byte, new connections are refused meanwhile, and the edge exits 0 afterwards.
 #[test]
