@@ -179,8 +179,10 @@ def pss_mb(pid):
 class Ours:
     """Tansu (in memory, 8 partitions) + media (2 s segments) + one edge, release builds."""
 
-    def __init__(self, procs, edge_options=None, cache_bytes=None, edge_log="info,cdn_edge=debug", env=None):
+    def __init__(self, procs, edge_options=None, cache_bytes=None, edge_log="info,cdn_edge=debug", env=None,
+                 bin_dir=None):
         self.procs = procs
+        self.bin_dir = Path(bin_dir or ROOT / "target/release")
         self.env = dict(env or {})  # extra environment of media and the edge (not the broker)
         self.bport, self.rport, self.hport, self.eport = free_port(), free_port(), free_port(), free_port()
         url = f"tcp://127.0.0.1:{self.bport}"
@@ -195,7 +197,7 @@ class Ours:
             time.sleep(0.2)
         else:
             raise RuntimeError("could not create live-topic on Tansu")
-        self.media = procs.spawn("media", [str(ROOT / "target/release/media"), "--rtmp-listen", f"127.0.0.1:{self.rport}",
+        self.media = procs.spawn("media", [str(self.bin_dir / "media"), "--rtmp-listen", f"127.0.0.1:{self.rport}",
                                            "--http-listen", f"127.0.0.1:{self.hport}",
                                            "--kafka-brokers", f"127.0.0.1:{self.bport}", "--segment-seconds",
                                            str(SEGMENT_SECONDS)], {"RUST_LOG": "info", **self.env})
@@ -208,7 +210,7 @@ class Ours:
         self.rtmp_base = f"rtmp://127.0.0.1:{self.rport}/live"
 
     def start_edge(self, name, port, rust_log="info"):
-        cmd = [str(ROOT / "target/release/cdn-edge"), "--http-listen", f"127.0.0.1:{port}",
+        cmd = [str(self.bin_dir / "cdn-edge"), "--http-listen", f"127.0.0.1:{port}",
                "--kafka-brokers", f"127.0.0.1:{self.bport}"]
         if self.cache_bytes:
             cmd += ["--cache-bytes", str(self.cache_bytes)]

@@ -12,6 +12,12 @@ use serde::Deserialize;
 /// bounded; a thousand segments is over half an hour of 2 s segments.
 const MAX_WINDOW_SEGMENTS: usize = 1000;
 
+/// Target durations of silence before a live playlist is ended. A healthy origin delivers a segment
+/// every target duration at most; 4 leaves room for one late segment plus broker jitter without ending a
+/// live stream by mistake (which stops every player), and is still about when a player's own buffer (3
+/// target durations in hls.js) has run dry.
+const DEFAULT_STALE_AFTER: u32 = 4;
+
 /// Command line of `cdn-edge`. Every flag can also come from its environment variable or, under the
 /// same name in snake_case, from the `--config` TOML file.
 #[derive(Parser, Debug, Default, Deserialize)]
@@ -55,6 +61,11 @@ pub struct Args {
     /// playlist. Keep it above the window's duration [default: 120].
     #[arg(long, env = "EDGE_SEGMENT_TTL_SECONDS")]
     pub segment_ttl_seconds: Option<u64>,
+    /// End a live stream's playlist (`#EXT-X-ENDLIST`) when no segment of it arrived for this many
+    /// target durations while this edge is caught up with a reachable broker: its origin died without
+    /// saying so. 0 never ends a playlist on silence [default: 4].
+    #[arg(long, env = "EDGE_STALE_AFTER_TARGET_DURATIONS")]
+    pub stale_after_target_durations: Option<u32>,
     /// Extra librdkafka consumer setting KEY=VALUE (repeatable), e.g. for TLS/SASL:
     /// `--kafka-option security.protocol=SASL_SSL`. Env: comma-separated.
     #[arg(
@@ -86,6 +97,8 @@ pub struct Config {
     pub lookback: Duration,
     /// Segment (and idle stream) lifetime.
     pub segment_ttl: Duration,
+    /// Target durations of silence after which a live playlist is ended; 0: never.
+    pub stale_after_target_durations: u32,
     /// Extra librdkafka settings.
     pub kafka_options: Vec<(String, String)>,
     /// Whether logs are JSON.
@@ -161,6 +174,10 @@ impl Config {
             return Err(invalid("segment-ttl-seconds", "must be above 0".into()));
         }
         let lookback = cli.lookback_seconds.or(file.lookback_seconds).unwrap_or(30);
+        let stale_after_target_durations = cli
+            .stale_after_target_durations
+            .or(file.stale_after_target_durations)
+            .unwrap_or(DEFAULT_STALE_AFTER);
         let kafka_brokers = cli
             .kafka_brokers
             .or(file.kafka_brokers)
@@ -206,6 +223,7 @@ impl Config {
             cache_bytes,
             lookback: Duration::from_secs(lookback),
             segment_ttl: Duration::from_secs(ttl),
+            stale_after_target_durations,
             kafka_options: parse_kafka_options(&kafka_options)?,
             log_json,
         })
@@ -247,7 +265,7 @@ mod tests {
     /// clap reads the process environment; tests that set it must not overlap with tests that parse.
     static ENV: Mutex<()> = Mutex::new(());
 
-    const VARS: [&str; 10] = [
+    const VARS: [&str; 11] = [
         "EDGE_CONFIG",
         "EDGE_HTTP_LISTEN",
         "EDGE_KAFKA_BROKERS",
@@ -256,6 +274,7 @@ mod tests {
         "EDGE_CACHE_BYTES",
         "EDGE_LOOKBACK_SECONDS",
         "EDGE_SEGMENT_TTL_SECONDS",
+        "EDGE_STALE_AFTER_TARGET_DURATIONS",
         "EDGE_KAFKA_OPTIONS",
         "EDGE_LOG_FORMAT",
     ];
@@ -302,6 +321,7 @@ mod tests {
                 cache_bytes: 536_870_912,
                 lookback: Duration::from_secs(30),
                 segment_ttl: Duration::from_secs(120),
+                stale_after_target_durations: 4,
                 kafka_options: vec![],
                 log_json: false,
             }
@@ -312,7 +332,8 @@ mod tests {
     fn flag_beats_env_beats_file_beats_default() {
         let f = file(
             "topic = \"from-file\"\nwindow_segments = 9\ncache_bytes = 1000\n\
-             lookback_seconds = 5\nkafka_options = [\"a=1\"]\nlog_format = \"json\"\n",
+             lookback_seconds = 5\nkafka_options = [\"a=1\"]\nlog_format = \"json\"\n\
+             stale_after_target_durations = 6\n",
         );
         let path = f.path().to_str().expect("utf8 path");
         let cfg = with_env(
@@ -321,6 +342,7 @@ mod tests {
                 ("EDGE_TOPIC", "from-env"),
                 ("EDGE_WINDOW_SEGMENTS", "8"),
                 ("EDGE_KAFKA_OPTIONS", "b=2,c=3"),
+                ("EDGE_STALE_AFTER_TARGET_DURATIONS", "5"),
             ],
             || load(&["--window-segments", "7", "--segment-ttl-seconds", "60"]),
         )
@@ -330,6 +352,7 @@ mod tests {
         assert_eq!(cfg.cache_bytes, 1000);
         assert_eq!(cfg.lookback, Duration::from_secs(5));
         assert_eq!(cfg.segment_ttl, Duration::from_secs(60));
+        assert_eq!(cfg.stale_after_target_durations, 5);
         assert!(cfg.log_json);
         assert_eq!(
             cfg.kafka_options,

@@ -38,6 +38,11 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Least time between two start-up "still waiting" warnings: visible, without a line every retry.
 const RETRY_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// How often live streams are checked for an origin that went silent.
+const SILENCE_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long the high-watermark lookup behind a silence verdict may take; a broker that does not answer
+/// in time counts as unreachable, which postpones the verdict.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Memory bounds of the reassembly of chunked segments, per partition.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +79,8 @@ pub struct ConsumerSettings {
     pub metadata_refresh: Duration,
     /// Pause between attempts while the broker is unreachable or the topic missing.
     pub retry_every: Duration,
+    /// Target durations without a new segment after which a live playlist is ended; 0: never.
+    pub stale_after: u32,
 }
 
 impl ConsumerSettings {
@@ -87,6 +94,7 @@ impl ConsumerSettings {
             reassembly: ReassemblyLimits::default(),
             metadata_refresh: Duration::from_secs(30),
             retry_every: Duration::from_secs(2),
+            stale_after: 4,
         }
     }
 }
@@ -160,6 +168,8 @@ pub struct Ingest {
     store: Arc<Store>,
     limits: ReassemblyLimits,
     reassemblers: HashMap<i32, Reassembler>,
+    /// The partition each stream's segments come from (pruned to the streams the store still knows).
+    partitions: HashMap<String, i32>,
     /// Whether records now arrive as they are produced. Segments read from the lookback window at start
     /// became available late because this edge just started, not because the path is slow, so their
     /// latency is not observed.
@@ -173,6 +183,7 @@ impl Ingest {
             store,
             limits,
             reassemblers: HashMap::new(),
+            partitions: HashMap::new(),
             caught_up: true,
         }
     }
@@ -234,7 +245,7 @@ impl Ingest {
         }
         match result {
             Ok(None) => {}
-            Ok(Some(segment)) => self.store_segment(segment),
+            Ok(Some(segment)) => self.store_segment(partition, segment),
             Err(e) => {
                 let n = Stats::add(&stats.rejected_chunks, 1);
                 // Starting mid-segment (the seek landed inside one) is expected once per stream
@@ -249,8 +260,11 @@ impl Ingest {
         }
     }
 
-    fn store_segment(&self, segment: CompleteSegment) {
+    fn store_segment(&mut self, partition: i32, segment: CompleteSegment) {
         let stream = segment.meta.stream.clone();
+        if self.partitions.get(&stream) != Some(&partition) {
+            self.partitions.insert(stream.clone(), partition);
+        }
         let broadcast = segment.meta.broadcast.clone();
         let seq = segment.meta.seq;
         let size = segment.data.len();
@@ -305,6 +319,19 @@ struct EdgeContext {
     last_error: Mutex<(Option<Instant>, u64)>,
     /// Where the lag from the latest statistics goes.
     lag: Arc<ConsumerLag>,
+    /// When the client last reported trouble reaching the brokers (any error event): silence before
+    /// then says nothing about the origins.
+    trouble: Mutex<Option<Instant>>,
+}
+
+impl EdgeContext {
+    fn note_trouble(&self) {
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    fn trouble_at(&self) -> Option<Instant> {
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl ClientContext for EdgeContext {
@@ -328,6 +355,7 @@ impl ClientContext for EdgeContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.note_trouble();
         let mut last = self
             .last_error
             .lock()
@@ -401,7 +429,11 @@ impl Consumer {
             .set("queued.max.messages.kbytes", "16384")
             // Statistics carry each partition's high watermark and position, i.e. the lag /metrics
             // shows, at no extra broker request; a few seconds is fresh enough for a scrape.
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // librdkafka backs reconnection attempts off up to 10 s by default; after a broker outage
+            // that would keep viewers waiting for segments already on the broker. One attempt a second
+            // is cheap.
+            .set("reconnect.backoff.max.ms", "1000");
         for (k, v) in &settings.kafka_options {
             cfg.set(k, v);
         }
@@ -453,6 +485,7 @@ impl Consumer {
         let mut ingest = Ingest::new(store.clone(), self.settings.reassembly);
         ingest.set_caught_up(false);
         let mut next_refresh = Instant::now() + self.settings.metadata_refresh;
+        let mut next_silence_check = Instant::now() + SILENCE_CHECK_EVERY;
         while !cancel.is_cancelled() {
             match self.inner.poll(POLL_TIMEOUT) {
                 // Nothing waiting: the lookback backlog is behind us.
@@ -470,6 +503,10 @@ impl Consumer {
                 // from these by itself.
                 Some(Err(e)) => debug!(error = %e, "Kafka consumer error"),
             }
+            if Instant::now() >= next_silence_check {
+                self.end_silent_streams(&store, &mut ingest);
+                next_silence_check = Instant::now() + SILENCE_CHECK_EVERY;
+            }
             if Instant::now() >= next_refresh {
                 self.assign_new_partitions(&mut known);
                 Stats::set_gauge(&store.stats().partitions_assigned, known.len() as u64);
@@ -477,6 +514,85 @@ impl Consumer {
             }
         }
         info!("consumer stopped");
+    }
+
+    /// Ends the playlists of live streams whose origin went silent: no segment for `stale_after` target
+    /// durations (counted from the last broker trouble, if later), while this edge has read everything
+    /// the broker holds in the stream's partition. Both conditions are needed: a broker outage or a
+    /// backlog also look like silence, but then the origin's segments are only delayed, and ending
+    /// the playlist would stop every player. The broker is asked for the partition's high watermark
+    /// here, so the verdict rests on an answer it gave just now.
+    ///
+    /// Each edge decides on its own clock, so edges end a playlist up to about a check period apart;
+    /// the ended playlists are identical (same window, `#EXT-X-ENDLIST`).
+    fn end_silent_streams(&self, store: &Store, ingest: &mut Ingest) {
+        if self.settings.stale_after == 0 {
+            return;
+        }
+        if ingest.partitions.len() > store.stream_count() {
+            ingest
+                .partitions
+                .retain(|name, _| store.playlist(name).is_some());
+        }
+        let context = self.inner.context();
+        let silent = store.silent_streams(
+            Instant::now(),
+            self.settings.stale_after,
+            context.trouble_at(),
+        );
+        if silent.is_empty() {
+            return;
+        }
+        let positions = match self.inner.position() {
+            Ok(p) => p,
+            Err(e) => return debug!(error = %e, "cannot read consumer positions"),
+        };
+        let topic = self.settings.topic.as_str();
+        let mut caught_up: HashMap<i32, bool> = HashMap::new();
+        for s in silent {
+            let Some(&partition) = ingest.partitions.get(&s.stream) else {
+                continue;
+            };
+            let verdict = match caught_up.get(&partition) {
+                Some(&v) => v,
+                None => {
+                    let position = positions
+                        .find_partition(topic, partition)
+                        .map(|e| e.offset());
+                    let Some(Offset::Offset(position)) = position else {
+                        caught_up.insert(partition, false);
+                        continue;
+                    };
+                    match self
+                        .inner
+                        .fetch_watermarks(topic, partition, WATERMARK_TIMEOUT)
+                    {
+                        Ok((_, high)) => {
+                            caught_up.insert(partition, position >= high);
+                            position >= high
+                        }
+                        Err(e) => {
+                            // The broker did not answer: no verdict now, and the silence so far
+                            // does not count.
+                            context.note_trouble();
+                            debug!(partition, error = %e, "high watermark unavailable; not judging silence");
+                            return;
+                        }
+                    }
+                }
+            };
+            if verdict && store.end_silent(&s) {
+                Stats::add(&store.stats().streams_ended_silent, 1);
+                info!(
+                    stream = %s.stream,
+                    broadcast = %s.broadcast,
+                    last_seq = s.last_seq,
+                    silent_ms = s.silent_for.as_millis() as u64,
+                    "no segment for {} target durations while caught up with the broker; playlist ended",
+                    self.settings.stale_after
+                );
+            }
+        }
     }
 
     /// Retries the start-offset lookup until it succeeds; `None` if cancelled first. Says what is wrong

@@ -81,6 +81,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }));
     let consumer = Consumer::new(ConsumerSettings {
         lookback: config.lookback,
+        stale_after: config.stale_after_target_durations,
         kafka_options: config.kafka_options.clone(),
         ..ConsumerSettings::new(&config.kafka_brokers, &config.topic)
     })

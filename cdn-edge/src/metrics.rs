@@ -135,6 +135,11 @@ pub fn render(store: &Store, telemetry: &Telemetry, now: Instant) -> String {
         "Complete segments ignored because the playlist already covered their sequence number.",
         Stats::get(&stats.segments_duplicate),
     );
+    x.counter(
+        "cdn_edge_streams_ended_silent_total",
+        "Live playlists ended because no segment arrived for --stale-after-target-durations while caught up with the broker.",
+        Stats::get(&stats.streams_ended_silent),
+    );
     x.histogram(
         "cdn_edge_segment_availability_latency_seconds",
         "Time from the origin closing a segment (closed_at_ms) to this edge listing it; negative clock skew counts as 0.",

@@ -33,6 +33,10 @@ pub struct Playlist {
     window: usize,
     segments: VecDeque<SegmentMeta>,
     ended: bool,
+    /// Added to every segment's `disc_seq` when rendering. A new origin process numbers discontinuities
+    /// from 0 again, so after its window restart the rendered number would repeat or go backwards;
+    /// this keeps it rising for players that watched across the restart (see [`Playlist::push`]).
+    disc_shift: u64,
 }
 
 impl Playlist {
@@ -43,6 +47,7 @@ impl Playlist {
             window,
             segments: VecDeque::with_capacity(window),
             ended: false,
+            disc_shift: 0,
         }
     }
 
@@ -66,12 +71,39 @@ impl Playlist {
         self.segments.iter()
     }
 
+    /// The newest segment, if any.
+    pub fn newest(&self) -> Option<&SegmentMeta> {
+        self.segments.back()
+    }
+
+    /// `#EXT-X-TARGETDURATION` as rendered: the largest of the segments' own target durations and
+    /// rounded `#EXTINF` values, at least 1.
+    pub fn target_duration(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| u64::from(s.target_duration).max(rounded_seconds(extinf_ms(s.duration))))
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Adds a complete segment. Segments of a stream arrive in sequence order (one partition), so
     /// anything at or below the last number is a redelivery and is ignored.
+    ///
+    /// A segment that starts a new timeline after a gap (a new origin process took the name) must
+    /// render a discontinuity number above the previous segment's; if the origin's own number does
+    /// not rise (it counts from 0 per process), the difference is carried in `disc_shift`. An edge
+    /// that never saw the older broadcast has no shift: playlists of warm and cold edges then differ in
+    /// that one number until the origin's own numbers pass the shift, the price of never going
+    /// backwards for a player that watched across the restart.
     pub fn push(&mut self, meta: SegmentMeta) -> SegmentOutcome {
-        let outcome = match self.last_seq() {
-            Some(last) if meta.seq <= last => return SegmentOutcome::Duplicate,
-            Some(last) if meta.seq != last + 1 => {
+        let outcome = match self.segments.back() {
+            Some(last) if meta.seq <= last.seq => return SegmentOutcome::Duplicate,
+            Some(last) if meta.seq != last.seq + 1 => {
+                let previous = last.disc_seq + self.disc_shift;
+                if meta.discontinuity && meta.disc_seq + self.disc_shift <= previous {
+                    self.disc_shift = previous + 1 - meta.disc_seq;
+                }
                 // Segments in between never reached us; listing them side by side would promise
                 // players a continuous sequence that does not exist.
                 self.segments.clear();
@@ -108,19 +140,13 @@ impl Playlist {
     /// Renders the playlist text (RFC 8216 section 4, version 3).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(160 + 48 * self.segments.len());
-        let target = self
-            .segments
-            .iter()
-            .map(|s| u64::from(s.target_duration).max(rounded_seconds(extinf_ms(s.duration))))
-            .max()
-            .unwrap_or(1)
-            .max(1);
+        let target = self.target_duration();
         // RFC 8216 4.3.3.3/6.2.2: the sequence is the first segment's own discontinuity number. Its
         // DISCONTINUITY tag is not rendered, which counts as removing it, so the number already includes
         // it. A player then numbers every segment as its `disc_seq` (sequence + tags before it) however
         // the window slides; hls.js refuses a reload that renumbers a segment it already has.
         let (media_seq, disc_seq) = match self.segments.front() {
-            Some(first) => (first.seq, first.disc_seq),
+            Some(first) => (first.seq, first.disc_seq + self.disc_shift),
             None => (0, 0),
         };
         // Writing into a String cannot fail.
@@ -229,6 +255,49 @@ mod tests {
         assert_eq!(p.push(seg(6, "b")), SegmentOutcome::Duplicate);
         assert_eq!(p.push(seg(2, "b")), SegmentOutcome::Duplicate);
         assert_eq!(p.render(), before);
+    }
+
+    #[test]
+    fn a_new_origin_process_never_takes_the_discontinuity_sequence_backwards() {
+        let mut p = Playlist::new(6);
+        // The old process had republished twice: its segments carry disc_seq 3.
+        for seq in 100..103 {
+            let mut s = seg(seq, "old");
+            s.disc_seq = 3;
+            s.discontinuity = seq == 100;
+            p.push(s);
+        }
+        assert!(p.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:3\n"));
+        // A new process counts from 0: its first broadcast's segments carry 1.
+        let mut first = seg(5_000, "new");
+        first.disc_seq = 1;
+        first.discontinuity = true;
+        assert_eq!(p.push(first), SegmentOutcome::WindowRestarted);
+        let mut next = seg(5_001, "new");
+        next.disc_seq = 1;
+        p.push(next);
+        let text = p.render();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{text}");
+        // Its next republish keeps counting up from there, inside the window as a tag.
+        let mut again = seg(5_002, "newer");
+        again.disc_seq = 2;
+        again.discontinuity = true;
+        p.push(again);
+        let text = p.render();
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{text}");
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n5002.ts\n"),
+            "{text}"
+        );
+        // A gap inside one broadcast (segments lost upstream) is no new timeline: no shift.
+        let mut cold = Playlist::new(6);
+        let mut a = seg(1, "b");
+        a.disc_seq = 1;
+        cold.push(a);
+        let mut b = seg(9, "b");
+        b.disc_seq = 1;
+        cold.push(b);
+        assert!(cold.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Stats {
     pub rejected_chunks: AtomicU64,
     /// Incomplete segments dropped by reassembly to stay within its memory bounds.
     pub reassembly_evictions: AtomicU64,
+    /// Live playlists ended because their origin went silent (no stream end arrived).
+    pub streams_ended_silent: AtomicU64,
     /// Partitions currently assigned to the consumer (a gauge).
     pub partitions_assigned: AtomicU64,
     /// Segment lookups answered from the cache.

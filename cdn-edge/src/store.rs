@@ -51,6 +51,21 @@ struct StreamState {
     rendered: Bytes,
     /// Last time any message of the stream arrived; only used to forget idle streams, never rendered.
     last_activity: Instant,
+    /// When the newest segment arrived; only used to notice an origin that died silently.
+    last_segment_at: Instant,
+}
+
+/// A live stream whose origin has sent nothing for too long (see [`Store::silent_streams`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silent {
+    /// Stream name.
+    pub stream: String,
+    /// Broadcast of its newest segment.
+    pub broadcast: String,
+    /// Sequence number of its newest segment.
+    pub last_seq: u64,
+    /// How long the silence counted.
+    pub silent_for: Duration,
 }
 
 /// Segments and playlists of every stream this edge has seen recently.
@@ -124,11 +139,13 @@ impl Store {
                     playlist: Playlist::new(self.window),
                     rendered: Bytes::new(),
                     last_activity: Instant::now(),
+                    last_segment_at: Instant::now(),
                 }),
                 true,
             ),
         };
         state.last_activity = Instant::now();
+        state.last_segment_at = state.last_activity;
         let outcome = state.playlist.push(meta);
         if outcome == SegmentOutcome::Duplicate {
             // Only reachable if another writer raced us between the two locks; the consumer is the
@@ -154,6 +171,58 @@ impl Store {
         };
         state.last_activity = Instant::now();
         if !state.playlist.end(end) {
+            return false;
+        }
+        state.rendered = Bytes::from(state.playlist.render());
+        true
+    }
+
+    /// Live streams whose newest segment arrived more than `factor` target durations before `now`.
+    /// Silence is counted from `quiet_since` when that is later: time in which this edge could not
+    /// have received anything (the broker was unreachable) is no sign of the origin's death.
+    pub fn silent_streams(
+        &self,
+        now: Instant,
+        factor: u32,
+        quiet_since: Option<Instant>,
+    ) -> Vec<Silent> {
+        self.read()
+            .iter()
+            .filter(|(_, state)| !state.playlist.ended())
+            .filter_map(|(name, state)| {
+                let newest = state.playlist.newest()?;
+                let from =
+                    quiet_since.map_or(state.last_segment_at, |q| q.max(state.last_segment_at));
+                let silent_for = now.saturating_duration_since(from);
+                let limit = Duration::from_secs(state.playlist.target_duration()) * factor.max(1);
+                (silent_for >= limit).then(|| Silent {
+                    stream: name.clone(),
+                    broadcast: newest.broadcast.clone(),
+                    last_seq: newest.seq,
+                    silent_for,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the playlist of a silent stream, unless a segment arrived since it was found silent;
+    /// returns whether the playlist changed. A segment arriving later opens it again
+    /// ([`Playlist::push`]): the origin was slow, not dead, and nothing it produced is dropped.
+    pub fn end_silent(&self, silent: &Silent) -> bool {
+        let mut streams = self.write();
+        let Some(state) = streams.get_mut(&silent.stream) else {
+            return false;
+        };
+        if state.playlist.last_seq() != Some(silent.last_seq) {
+            return false;
+        }
+        let end = StreamEnd {
+            stream: silent.stream.clone(),
+            broadcast: silent.broadcast.clone(),
+            ended_at_ms: 0,
+            last_seq: Some(silent.last_seq),
+        };
+        if !state.playlist.end(&end) {
             return false;
         }
         state.rendered = Bytes::from(state.playlist.render());
@@ -378,6 +447,61 @@ mod tests {
         };
         assert!(!store.end_stream(&unknown));
         assert_eq!(store.stream_count(), 1);
+    }
+
+    #[test]
+    fn silence_is_counted_in_target_durations_from_the_later_of_segment_and_quiet_since() {
+        let store = Store::new(&config());
+        store.insert_segment(segment("cam", 1, 10));
+        store.insert_segment(segment("ended", 1, 10));
+        store.end_stream(&StreamEnd {
+            stream: "ended".into(),
+            broadcast: "b".into(),
+            ended_at_ms: 0,
+            last_seq: Some(1),
+        });
+        let t0 = Instant::now();
+        // `sample` segments have a 2 s target duration: 4 of them are 8 s.
+        assert!(store
+            .silent_streams(t0 + Duration::from_secs(7), 4, None)
+            .is_empty());
+        let silent = store.silent_streams(t0 + Duration::from_secs(9), 4, None);
+        assert_eq!(silent.len(), 1, "{silent:?}");
+        assert_eq!((silent[0].stream.as_str(), silent[0].last_seq), ("cam", 1));
+        // The broker was unreachable until t0 + 5 s: silence counts from there.
+        assert!(store
+            .silent_streams(
+                t0 + Duration::from_secs(9),
+                4,
+                Some(t0 + Duration::from_secs(5))
+            )
+            .is_empty());
+
+        // A segment that arrived after the decision wins over it.
+        store.insert_segment(segment("cam", 2, 10));
+        assert!(!store.end_silent(&silent[0]));
+        assert!(!store
+            .playlist("cam")
+            .expect("known")
+            .ends_with(b"#EXT-X-ENDLIST\n"));
+        let silent = store.silent_streams(Instant::now() + Duration::from_secs(9), 4, None);
+        assert!(store.end_silent(&silent[0]));
+        assert!(store
+            .playlist("cam")
+            .expect("known")
+            .ends_with(b"#EXT-X-ENDLIST\n"));
+        assert!(store
+            .silent_streams(Instant::now() + Duration::from_secs(60), 4, None)
+            .is_empty());
+        // A late segment of the same broadcast opens the playlist again, contiguously.
+        assert_eq!(
+            store.insert_segment(segment("cam", 3, 10)),
+            Inserted::Appended
+        );
+        assert!(!store
+            .playlist("cam")
+            .expect("known")
+            .ends_with(b"#EXT-X-ENDLIST\n"));
     }
 
     #[test]

@@ -98,11 +98,17 @@ impl Drop for Running {
 }
 
 fn start(bootstrap: &str, store: &Arc<Store>) -> Running {
-    let consumer = Consumer::new(ConsumerSettings {
-        retry_every: Duration::from_millis(200),
-        ..ConsumerSettings::new(bootstrap, TOPIC)
-    })
-    .expect("consumer");
+    start_with(
+        ConsumerSettings {
+            retry_every: Duration::from_millis(200),
+            ..ConsumerSettings::new(bootstrap, TOPIC)
+        },
+        store,
+    )
+}
+
+fn start_with(settings: ConsumerSettings, store: &Arc<Store>) -> Running {
+    let consumer = Consumer::new(settings).expect("consumer");
     let cancel = CancellationToken::new();
     let thread = std::thread::spawn({
         let (store, cancel) = (store.clone(), cancel.clone());
@@ -301,4 +307,72 @@ fn bad_records_through_kafka_are_counted_dropped_and_never_served() {
         !text.contains(&format!("{truncated}.ts")) && !text.contains(&format!("{corrupt}.ts")),
         "{text}"
     );
+}
+
+fn ended(store: &Store, stream: &str) -> bool {
+    store
+        .playlist(stream)
+        .is_some_and(|p| p.ends_with(b"#EXT-X-ENDLIST\n"))
+}
+
+/// An origin that goes silent has its playlist ended, but only on silence while the broker answers:
+/// a broker outage counts for nothing, and neither does the time before the last sign of trouble.
+#[test]
+fn silence_ends_a_playlist_only_while_the_broker_answers() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic(TOPIC, 1, 1).expect("create topic");
+    let bootstrap = cluster.bootstrap_servers();
+    let store = Arc::new(Store::new(&StoreConfig {
+        cache_bytes: 64 << 20,
+        segment_ttl: Duration::from_secs(60),
+        window_segments: 6,
+    }));
+    // `sample` segments have a 2 s target duration: 2 of them are 4 s of silence.
+    let _running = start_with(
+        ConsumerSettings {
+            retry_every: Duration::from_millis(200),
+            stale_after: 2,
+            ..ConsumerSettings::new(&bootstrap, TOPIC)
+        },
+        &store,
+    );
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("producer");
+    let mut seq = 100;
+    wait_until("first segment of cam", Duration::from_secs(15), || {
+        produce_segment(&producer, 0, "cam", seq);
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        store.playlist("cam").is_some()
+    });
+
+    // The broker goes away for twice the limit: the playlist stays live.
+    cluster.broker_down(1).expect("broker down");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(!ended(&store, "cam"), "ended during a broker outage");
+    assert_eq!(Stats::get(&store.stats().streams_ended_silent), 0);
+
+    // Back: the silence counts from the last trouble, not from the last segment.
+    cluster.broker_up(1).expect("broker up");
+    let up = Instant::now();
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        !ended(&store, "cam"),
+        "ended {:?} after the broker came back",
+        up.elapsed()
+    );
+    wait_until("ENDLIST after silence", Duration::from_secs(10), || {
+        ended(&store, "cam")
+    });
+    eprintln!("ended {:?} after the broker came back", up.elapsed());
+    assert_eq!(Stats::get(&store.stats().streams_ended_silent), 1);
+
+    // The origin was only late: its next segment opens the playlist again, contiguously.
+    produce_segment(&producer, 0, "cam", seq);
+    wait_until("reopened", Duration::from_secs(10), || {
+        !ended(&store, "cam")
+    });
+    assert!(store.segment("cam", seq).is_some());
 }

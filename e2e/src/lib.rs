@@ -5,6 +5,7 @@
 //! `TANSU_BIN` (default: where `scripts/install-deps.sh` builds it). Every child is killed on drop, and its
 //! output goes to a log file under the test's temp directory so a failure can be read afterwards.
 
+pub mod faults;
 pub mod manager;
 pub mod playlist;
 pub mod probe;
@@ -44,7 +45,8 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn bin(name: &str) -> PathBuf {
+/// Path of one of this workspace's binaries (`media`, `cdn-edge`).
+pub fn bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("E2E_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target").join("debug"));
@@ -168,7 +170,9 @@ impl Broker {
         Self::start_with_storage(dir, topic, partitions, "memory://tansu/")
     }
 
-    /// Starts Tansu with the given storage engine URL (e.g. `sqlite://path.db` for durability).
+    /// Starts Tansu with the given storage engine URL (e.g. `sqlite://tansu.db` for durability). The broker
+    /// runs in `dir`: Tansu 0.6 resolves a sqlite path against its working directory, even an absolute
+    /// one, so a relative name puts the database there.
     pub fn start_with_storage(
         dir: &Path,
         topic: &str,
@@ -196,6 +200,7 @@ impl Broker {
             "--storage-engine",
             storage,
         ])
+        .current_dir(dir)
         .env("RUST_LOG", "warn");
         let proc = Proc::spawn("broker", cmd, dir)?;
         wait_for_port(addr, Duration::from_secs(20))?;

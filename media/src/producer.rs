@@ -206,6 +206,11 @@ pub fn start(
         .set("batch.size", settings.max_message_bytes.to_string())
         // Retry for as long as it takes; the byte budget, not a timer, bounds what waits.
         .set("message.timeout.ms", "0")
+        // librdkafka backs reconnection attempts off up to 10 s by default, so after an outage the
+        // queued segments could wait that long for a broker that is already back, and edges would
+        // take the silence for this origin's death (`--stale-after-target-durations`). One attempt a
+        // second is cheap.
+        .set("reconnect.backoff.max.ms", "1000")
         .set(
             "queue.buffering.max.kbytes",
             (settings.max_queue_bytes / 1024 + 64 * 1024).to_string(),

@@ -1,0 +1,612 @@
+//! Process-level faults against the real parts: the broker stopped and restarted on durable storage,
+//! edges and media killed or stopped mid-stream, a publisher whose network path dies. Each test counts
+//! segments: what media closed (its log) against what every edge lists and serves.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use e2e::faults::{kill_hard, start_broker_process, start_edge_on, Proxy};
+use e2e::manager::{Answer, Manager};
+use e2e::playlist::{self, MediaPlaylist};
+use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
+
+const STREAM: &str = "fault-cam";
+/// One-second segments: more segments per second of test, same code paths as the default two.
+const SEGMENT: &[&str] = &["--segment-seconds", "1"];
+
+/// A light publish (320x240, 1 s GOP) so several processes fit on a small CI machine.
+fn light(seconds: u32) -> Publish {
+    Publish {
+        seconds,
+        width: 320,
+        height: 240,
+        video_kbps: 300,
+        gop_frames: 30,
+    }
+}
+
+fn playlist_of(edge: &Edge, stream: &str) -> Option<(Vec<u8>, MediaPlaylist)> {
+    let r = get(&edge.url(stream, "index.m3u8")).ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let text = String::from_utf8(r.body.clone()).ok()?;
+    let parsed = playlist::parse(&text).expect("every playlist served follows RFC 8216");
+    Some((r.body, parsed))
+}
+
+fn seqs(p: &MediaPlaylist) -> Vec<u64> {
+    p.entries.iter().map(|e| e.seq).collect()
+}
+
+/// Sequence numbers media closed, from its `segment closed seq=N` debug lines, in order.
+fn closed_seqs(media_log: &str) -> Vec<u64> {
+    media_log
+        .lines()
+        .filter_map(|l| l.split("segment closed seq=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Waits until every edge serves the same ended playlist, and returns it.
+fn ended_everywhere(edges: &[&Edge], stream: &str, timeout: Duration) -> Result<MediaPlaylist> {
+    poll(timeout, Duration::from_millis(100), || {
+        let mut first: Option<(Vec<u8>, MediaPlaylist)> = None;
+        for edge in edges {
+            let (raw, pl) = playlist_of(edge, stream)?;
+            if !pl.ended {
+                return None;
+            }
+            match &first {
+                Some((r, _)) if *r != raw => return None,
+                Some(_) => {}
+                None => first = Some((raw, pl)),
+            }
+        }
+        first.map(|(_, pl)| pl)
+    })
+    .with_context(|| format!("every edge should serve the same ended playlist of {stream}"))
+}
+
+/// Every listed segment is served by every edge with the same non-empty bytes.
+fn all_served(edges: &[&Edge], stream: &str, pl: &MediaPlaylist) -> Result<()> {
+    for e in &pl.entries {
+        let mut bodies = Vec::new();
+        for edge in edges {
+            let r = get(&edge.url(stream, &e.uri))?;
+            ensure!(
+                r.status == 200 && !r.body.is_empty(),
+                "segment {} not served",
+                e.uri
+            );
+            bodies.push(r.body);
+        }
+        ensure!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "edges serve different bytes for {}",
+            e.uri
+        );
+    }
+    Ok(())
+}
+
+fn contiguous(s: &[u64]) -> bool {
+    s.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+fn api_stats(media: &Media) -> Result<serde_json::Value> {
+    let r = get(&format!("http://{}/api/stats", media.http))?;
+    Ok(serde_json::from_slice(&r.body)?)
+}
+
+/// The broker dies (SIGKILL) for 10 s mid-stream and comes back on the same port with the same sqlite
+/// storage. The publisher is never disconnected, no edge ends the playlist meanwhile, and every segment
+/// media closed, the ones of the outage included, is listed contiguously and served by both edges.
+#[test]
+fn broker_outage_loses_no_segment() -> Result<()> {
+    let dir = e2e::work_dir("faults_broker_outage");
+    // Relative to the broker's working directory, the test's work dir.
+    let storage = "sqlite://tansu.db";
+    let mut broker = Broker::start_with_storage(&dir, "live-topic", 2, storage)?;
+    let media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    let window = ["--window-segments", "100"];
+    let edge_a = Edge::start(&dir, "edge-a", &broker, &window)?;
+    let edge_b = Edge::start(&dir, "edge-b", &broker, &window)?;
+    let mut ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(30))?;
+
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 3)
+    })
+    .context("the stream should reach the edge before the outage")?;
+
+    let down_at = Instant::now();
+    kill_hard(&mut broker.proc)?;
+    let closed_before = closed_seqs(&media.proc.log_text()).len();
+    let before: Vec<u64> = [&edge_a, &edge_b]
+        .iter()
+        .filter_map(|e| playlist_of(e, STREAM).map(|(_, p)| seqs(&p)))
+        .filter_map(|s| s.last().copied())
+        .collect();
+    // Ten seconds of outage, watched: the edges keep serving, never end the playlist, and learn nothing.
+    while down_at.elapsed() < Duration::from_secs(10) {
+        for edge in [&edge_a, &edge_b] {
+            let (_, p) = playlist_of(edge, STREAM).context("edges keep serving the playlist")?;
+            ensure!(
+                !p.ended,
+                "an edge ended the playlist during the broker outage"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let closed_in_outage = closed_seqs(&media.proc.log_text()).len() - closed_before;
+    start_broker_process(&dir, &mut broker, storage, "broker-2")?;
+    eprintln!(
+        "broker down for {:?}; media closed {closed_in_outage} segments meanwhile",
+        down_at.elapsed()
+    );
+    for edge in [&edge_a, &edge_b] {
+        let last = playlist_of(edge, STREAM).and_then(|(_, p)| seqs(&p).last().copied());
+        ensure!(
+            last.is_some_and(|l| before.contains(&l)),
+            "the edge received segments while the broker was down ({last:?} vs {before:?}): no outage"
+        );
+    }
+
+    // The publisher streams on; the playlist stays live until it stops.
+    while ffmpeg.wait(Duration::from_millis(10)).is_err() {
+        for edge in [&edge_a, &edge_b] {
+            if let Some((_, p)) = playlist_of(edge, STREAM) {
+                ensure!(
+                    !p.ended,
+                    "an edge ended the playlist while the publisher was live"
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let status = ffmpeg.wait(Duration::from_secs(1))?;
+    ensure!(
+        status.success(),
+        "the publisher was disconnected: {}",
+        ffmpeg.log_text()
+    );
+
+    let pl = ended_everywhere(&[&edge_a, &edge_b], STREAM, Duration::from_secs(30))?;
+    let closed = closed_seqs(&media.proc.log_text());
+    let listed = seqs(&pl);
+    eprintln!(
+        "media closed {} segments ({}..={}), edges list {}",
+        closed.len(),
+        closed.first().copied().unwrap_or(0),
+        closed.last().copied().unwrap_or(0),
+        listed.len()
+    );
+    ensure!(closed.len() >= 25, "only {} segments closed", closed.len());
+    // One-second segments: about ten closed while the broker was away.
+    ensure!(
+        closed_in_outage >= 8,
+        "only {closed_in_outage} segments were closed during the outage"
+    );
+    ensure!(
+        contiguous(&listed),
+        "edge sequence numbers have a gap: {listed:?}"
+    );
+    ensure!(
+        listed == closed,
+        "edges list {listed:?}, media closed {closed:?}"
+    );
+    all_served(&[&edge_a, &edge_b], STREAM, &pl)?;
+    let stats = api_stats(&media)?;
+    ensure!(
+        stats["segments_delivered"] == closed.len() as u64 && stats["segments_dropped"] == 0,
+        "producer counters: {stats}"
+    );
+    Ok(())
+}
+
+/// An edge killed with SIGKILL and started again on the same port serves the whole live window (what
+/// its warm peer lists) within 1 s of starting.
+#[test]
+fn edge_killed_and_restarted_serves_the_window_within_a_second() -> Result<()> {
+    let dir = e2e::work_dir("faults_edge_kill");
+    let broker = Broker::start(&dir, "live-topic", 2)?;
+    let media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    let window = ["--window-segments", "6"];
+    let warm = Edge::start(&dir, "edge-warm", &broker, &window)?;
+    let mut victim = Edge::start(&dir, "edge-victim", &broker, &window)?;
+    let _ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(40))?;
+    poll(Duration::from_secs(40), Duration::from_millis(100), || {
+        playlist_of(&victim, STREAM).filter(|(_, p)| p.entries.len() >= 6)
+    })
+    .context("the window should fill")?;
+
+    let addr = victim.http;
+    kill_hard(&mut victim.proc)?;
+    ensure!(
+        TcpStream::connect(addr).is_err(),
+        "the killed edge still accepts connections"
+    );
+    let restarted = start_edge_on(&dir, "edge-restarted", &broker, addr, &window)?;
+    let served = poll(Duration::from_secs(5), Duration::from_millis(10), || {
+        let (_, cold) = playlist_of(&restarted, STREAM)?;
+        let (_, hot) = playlist_of(&warm, STREAM)?;
+        let have: BTreeSet<u64> = seqs(&cold).into_iter().collect();
+        (cold.entries.len() == 6 && seqs(&hot).iter().all(|s| have.contains(s)))
+            .then(|| restarted.proc.started.elapsed())
+    })
+    .context("the restarted edge should serve the warm edge's window")?;
+    eprintln!("restarted edge served the full window {served:?} after its start");
+    ensure!(
+        served <= Duration::from_secs(1),
+        "the restarted edge took {served:?}"
+    );
+    let (_, pl) = playlist_of(&restarted, STREAM).context("playlist")?;
+    all_served(&[&restarted], STREAM, &pl)?;
+    Ok(())
+}
+
+/// media dies with SIGKILL mid-stream: nothing announces the end, so every edge ends the playlist after
+/// a few target durations of silence. A new media process then takes the name: sequence numbers keep
+/// increasing and the discontinuity sequence steps up.
+#[test]
+fn media_killed_edges_end_the_playlist_and_the_next_publish_continues() -> Result<()> {
+    let dir = e2e::work_dir("faults_media_kill");
+    let broker = Broker::start(&dir, "live-topic", 2)?;
+    let mut media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    let flags = [
+        "--window-segments",
+        "6",
+        "--stale-after-target-durations",
+        "4",
+    ];
+    let edge_a = Edge::start(&dir, "edge-a", &broker, &flags)?;
+    let edge_b = Edge::start(&dir, "edge-b", &broker, &flags)?;
+    let mut ffmpeg = publish(&dir, "ffmpeg-1", &media.publish_url(STREAM), &light(60))?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 4)
+    })
+    .context("the stream should reach the edge")?;
+
+    kill_hard(&mut media.proc)?;
+    let killed_at = Instant::now();
+    let _ = ffmpeg.wait(Duration::from_secs(10));
+    let before = ended_everywhere(&[&edge_a, &edge_b], STREAM, Duration::from_secs(20))?;
+    let took = killed_at.elapsed();
+    eprintln!("edges ended the playlist {took:?} after media was killed");
+    // Four 1 s target durations of silence, judged once a second.
+    ensure!(
+        took <= Duration::from_secs(7),
+        "the edges took {took:?} to end the playlist"
+    );
+    ensure!(
+        took >= Duration::from_secs(3),
+        "the edges ended the playlist after only {took:?}: a live stream would be cut"
+    );
+
+    let media2 = Media::start(&dir, "media-2", &broker, SEGMENT)?;
+    let mut ffmpeg2 = publish(&dir, "ffmpeg-2", &media2.publish_url(STREAM), &light(5))?;
+    let after = poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        playlist_of(&edge_a, STREAM)
+            .map(|(_, p)| p)
+            .filter(|p| !p.ended && p.entries.len() >= 2)
+    })
+    .context("the republished stream should reach the edge")?;
+    let last_before = *seqs(&before).last().context("segments")?;
+    eprintln!(
+        "before: media sequence {} disc {} last {last_before}; after: media sequence {} disc {}",
+        before.media_sequence,
+        before.discontinuity_sequence,
+        after.media_sequence,
+        after.discontinuity_sequence
+    );
+    ensure!(
+        after.media_sequence > last_before,
+        "sequence numbers went backwards"
+    );
+    ensure!(
+        after.discontinuity_sequence > before.discontinuity_sequence,
+        "the new process's broadcast must count as a discontinuity (disc {} then {})",
+        before.discontinuity_sequence,
+        after.discontinuity_sequence
+    );
+    ensure!(ffmpeg2.wait(Duration::from_secs(30))?.success());
+    let pl = ended_everywhere(&[&edge_a, &edge_b], STREAM, Duration::from_secs(20))?;
+    ensure!(contiguous(&seqs(&pl)), "{pl:?}");
+    Ok(())
+}
+
+/// The publisher's network path dies (no FIN, no RST): media ends the broadcast within its idle
+/// timeout, fires `on_publish_done` once, and the edge's playlist ends.
+#[test]
+fn publisher_network_cut_ends_the_broadcast_within_the_idle_timeout() -> Result<()> {
+    let dir = e2e::work_dir("faults_network_cut");
+    let manager = Manager::start(|_| Answer::Status(200));
+    let broker = Broker::start(&dir, "live-topic", 2)?;
+    let (on_publish, on_done) = (manager.url("on_publish"), manager.url("on_publish_done"));
+    let media = Media::start(
+        &dir,
+        "media",
+        &broker,
+        &[
+            "--segment-seconds",
+            "1",
+            "--idle-timeout-seconds",
+            "3",
+            "--on-publish",
+            &on_publish,
+            "--on-publish-done",
+            &on_done,
+        ],
+    )?;
+    let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "30"])?;
+    let proxy = Proxy::start(media.rtmp)?;
+    let url = format!("rtmp://{}/live/{STREAM}", proxy.addr);
+    let _ffmpeg = publish(&dir, "ffmpeg", &url, &light(60))?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 3)
+    })
+    .context("the stream should reach the edge through the proxy")?;
+    ensure!(manager.calls_of("publish_done").is_empty());
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    let done = manager.wait_for("publish_done", 1, Duration::from_secs(15));
+    let took = cut_at.elapsed();
+    ensure!(
+        done.len() == 1,
+        "on_publish_done should fire once, got {done:?}"
+    );
+    ensure!(done[0].get("name") == Some(STREAM));
+    eprintln!("media ended the broadcast {took:?} after the cut (idle timeout 3 s)");
+    ensure!(
+        took >= Duration::from_secs(2) && took <= Duration::from_secs(6),
+        "on_publish_done came {took:?} after the cut"
+    );
+    let pl = ended_everywhere(&[&edge], STREAM, Duration::from_secs(10))?;
+    ensure!(contiguous(&seqs(&pl)));
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        manager.calls_of("publish_done").len() == 1,
+        "on_publish_done fired more than once"
+    );
+    ensure!(
+        media
+            .proc
+            .log_text()
+            .contains("no data for 3s; closing idle connection"),
+        "media should say why the publisher was dropped"
+    );
+    Ok(())
+}
+
+/// SIGTERM to media mid-stream: the publisher's connection is closed (ffmpeg exits instead of hanging),
+/// the stream's end and `on_publish_done` go out, and every segment closed reaches the edge before media
+/// exits 0.
+#[test]
+fn media_sigterm_ends_streams_and_flushes_everything() -> Result<()> {
+    let dir = e2e::work_dir("faults_media_sigterm");
+    let manager = Manager::start(|_| Answer::Status(200));
+    let broker = Broker::start(&dir, "live-topic", 2)?;
+    let on_done = manager.url("on_publish_done");
+    let mut media = Media::start(
+        &dir,
+        "media",
+        &broker,
+        &["--segment-seconds", "1", "--on-publish-done", &on_done],
+    )?;
+    let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "60"])?;
+    let streams = ["term-a", "term-b"];
+    let mut publishers: Vec<Proc> = streams
+        .iter()
+        .map(|s| {
+            publish(
+                &dir,
+                &format!("ffmpeg-{s}"),
+                &media.publish_url(s),
+                &light(60),
+            )
+        })
+        .collect::<Result<_>>()?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        streams
+            .iter()
+            .all(|s| playlist_of(&edge, s).is_some_and(|(_, p)| p.entries.len() >= 3))
+            .then_some(())
+    })
+    .context("both streams should reach the edge")?;
+
+    ensure!(
+        media.proc.terminate(Duration::from_secs(30))?,
+        "media exited with an error after SIGTERM"
+    );
+    for p in &mut publishers {
+        p.wait(Duration::from_secs(10))
+            .context("the publisher should see its connection closed")?;
+    }
+    let done = manager.wait_for("publish_done", 2, Duration::from_secs(5));
+    let names: BTreeSet<&str> = done.iter().filter_map(|c| c.get("name")).collect();
+    ensure!(
+        done.len() == 2 && names == streams.iter().copied().collect(),
+        "on_publish_done per stream: {done:?}"
+    );
+    let log = media.proc.log_text();
+    ensure!(log.contains("producer flushed"), "no flush in media's log");
+    let closed = closed_seqs(&log);
+    let mut listed = Vec::new();
+    for s in streams {
+        let pl = ended_everywhere(&[&edge], s, Duration::from_secs(10))?;
+        ensure!(contiguous(&seqs(&pl)), "{s}: {pl:?}");
+        all_served(&[&edge], s, &pl)?;
+        listed.extend(seqs(&pl));
+    }
+    listed.sort_unstable();
+    let mut closed_sorted = closed.clone();
+    closed_sorted.sort_unstable();
+    eprintln!(
+        "media closed {} segments, the edge lists {}",
+        closed.len(),
+        listed.len()
+    );
+    ensure!(
+        listed == closed_sorted,
+        "edge lists {listed:?}, media closed {closed_sorted:?}"
+    );
+    Ok(())
+}
+
+/// SIGTERM to media while the broker is down and segments wait in its queue: media keeps flushing
+/// through its shutdown, so when the broker returns within the flush window every queued segment and
+/// the stream's end reach the edge, and media exits 0.
+#[test]
+fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
+    let dir = e2e::work_dir("faults_media_sigterm_outage");
+    let storage = "sqlite://tansu.db";
+    let mut broker = Broker::start_with_storage(&dir, "live-topic", 1, storage)?;
+    let mut media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "60"])?;
+    let mut ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(60))?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 2)
+    })
+    .context("the stream should reach the edge")?;
+
+    kill_hard(&mut broker.proc)?;
+    let closed_before = closed_seqs(&media.proc.log_text()).len();
+    std::thread::sleep(Duration::from_secs(3));
+    // SIGTERM without waiting: media is now flushing into a broker that is not there.
+    ensure!(Command::new("kill")
+        .args(["-TERM", &media.proc.pid().to_string()])
+        .status()?
+        .success());
+    std::thread::sleep(Duration::from_secs(2));
+    start_broker_process(&dir, &mut broker, storage, "broker-2")?;
+    let status = media.proc.wait(Duration::from_secs(30))?;
+    ensure!(status.success(), "media exited with {status}");
+    ffmpeg
+        .wait(Duration::from_secs(10))
+        .context("the publisher should see its connection closed")?;
+
+    let log = media.proc.log_text();
+    let closed = closed_seqs(&log);
+    ensure!(
+        closed.len() >= closed_before + 3,
+        "only {} of {} segments were closed during the outage",
+        closed.len() - closed_before,
+        closed.len()
+    );
+    ensure!(
+        log.contains("producer flushed"),
+        "no complete flush in media's log"
+    );
+    let pl = ended_everywhere(&[&edge], STREAM, Duration::from_secs(20))?;
+    eprintln!(
+        "media closed {} segments ({} while the broker was down), the edge lists {}",
+        closed.len(),
+        closed.len() - closed_before,
+        pl.entries.len()
+    );
+    ensure!(
+        seqs(&pl) == closed,
+        "edge lists {:?}, media closed {closed:?}",
+        seqs(&pl)
+    );
+    all_served(&[&edge], STREAM, &pl)?;
+    Ok(())
+}
+
+/// SIGTERM to an edge while a large segment is being read slowly: the download completes with every
+/// byte, new connections are refused meanwhile, and the edge exits 0 afterwards.
+#[test]
+fn edge_sigterm_completes_in_flight_responses() -> Result<()> {
+    let dir = e2e::work_dir("faults_edge_sigterm");
+    let broker = Broker::start(&dir, "live-topic", 1)?;
+    let media = Media::start(&dir, "media", &broker, &["--segment-seconds", "2"])?;
+    let mut edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "10"])?;
+    // Constant 8 Mbps (x264 pads with filler data): 2 s segments of ~2 MB, far more than the socket
+    // buffers of a client that reads slowly can absorb.
+    let mut ffmpeg = cbr_publish(&dir, &media.publish_url(STREAM), 8000, 7)?;
+    let (_, pl) = poll(Duration::from_secs(40), Duration::from_millis(200), || {
+        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 2)
+    })
+    .context("segments should reach the edge")?;
+    let uri = pl.entries[0].uri.clone();
+    let whole = get(&edge.url(STREAM, &uri))?.body;
+    ensure!(
+        whole.len() > 1_500_000,
+        "segment of only {} bytes",
+        whole.len()
+    );
+    let _ = ffmpeg.wait(Duration::from_secs(30));
+
+    let mut conn = TcpStream::connect(edge.http)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        conn,
+        "GET /live/{STREAM}/{uri} HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let n = conn.read(&mut buf)?;
+    got.extend_from_slice(&buf[..n]);
+
+    let pid = edge.proc.pid().to_string();
+    ensure!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?
+        .success());
+    // Give the edge time to act on the signal before probing it.
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        TcpStream::connect(edge.http).is_err(),
+        "the edge still accepts connections after SIGTERM"
+    );
+    // Read the rest at ~1 MB/s.
+    let read_started = Instant::now();
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let body_at = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("response headers")?
+        + 4;
+    eprintln!(
+        "read {} body bytes over {:?} after SIGTERM",
+        got.len() - body_at,
+        read_started.elapsed()
+    );
+    ensure!(got.starts_with(b"HTTP/1.1 200"), "status line");
+    ensure!(
+        got[body_at..] == whole[..],
+        "the in-flight response was cut: {} of {} bytes",
+        got.len() - body_at,
+        whole.len()
+    );
+    let status = edge.proc.wait(Duration::from_secs(10))?;
+    ensure!(status.success(), "edge exited with {status}");
+    Ok(())
+}
+
+/// ffmpeg publishing a constant-bitrate test source (filler data keeps the rate), 2 s GOP.
+fn cbr_publish(dir: &Path, url: &str, kbps: u32, seconds: u32) -> Result<Proc> {
+    let rate = format!("{kbps}k");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=320x240:rate=30:duration={seconds}"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "60"])
+        .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
+        .args(["-bufsize", &rate, "-x264-params", "nal-hrd=cbr:filler=1"])
+        .args(["-pix_fmt", "yuv420p", "-f", "flv", url]);
+    Proc::spawn("ffmpeg-cbr", cmd, dir)
+}
