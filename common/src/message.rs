@@ -19,6 +19,10 @@ pub enum LiveMessage {
     Segment(SegmentMeta),
     /// A broadcast ended (record value empty); playlists get `#EXT-X-ENDLIST`.
     StreamEnd(StreamEnd),
+    /// The fMP4 initialization segment of the low-latency rendition (record value: its bytes).
+    Init(InitMeta),
+    /// One fMP4 partial segment of the low-latency rendition (record value: its bytes).
+    Part(PartMeta),
 }
 
 impl LiveMessage {
@@ -28,6 +32,8 @@ impl LiveMessage {
             LiveMessage::StreamStart(m) => &m.stream,
             LiveMessage::Segment(m) => &m.stream,
             LiveMessage::StreamEnd(m) => &m.stream,
+            LiveMessage::Init(m) => &m.stream,
+            LiveMessage::Part(m) => &m.stream,
         }
     }
 }
@@ -94,6 +100,63 @@ pub struct SegmentMeta {
     pub chunks: u32,
     /// Byte offset of this chunk in the segment.
     pub offset: u64,
+}
+
+/// The initialization segment (`ftyp` + `moov`) that the parts of the low-latency rendition from
+/// segment `init` on need. Sent once per broadcast and again after a codec or track change, always
+/// before the first part that uses it, in one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitMeta {
+    /// Stream name.
+    pub stream: String,
+    /// Broadcast the init segment belongs to.
+    pub broadcast: String,
+    /// Identifier: the media sequence number of the first segment that uses it (`init-<init>.mp4`).
+    pub init: u64,
+    /// RFC 6381 codecs of its tracks.
+    pub codecs: String,
+    /// Size of the record value in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the record value.
+    pub crc32: u32,
+}
+
+/// One partial segment (RFC 8216bis 4.4.4.9) of the low-latency rendition: a `moof` + `mdat` fragment
+/// holding the frames of part `part` of segment `seq`, in one record. The parts of a segment together
+/// hold exactly the frames of the MPEG-TS segment with the same `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartMeta {
+    /// Stream name.
+    pub stream: String,
+    /// Broadcast the part belongs to.
+    pub broadcast: String,
+    /// Media sequence number of the segment the part belongs to.
+    pub seq: u64,
+    /// Index of the part in its segment, from 0.
+    pub part: u32,
+    /// Media duration in seconds (`#EXT-X-PART:DURATION`).
+    pub duration: f64,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+    /// The last part of its segment: the segment is complete.
+    pub last: bool,
+    /// Discontinuity sequence number of the segment (as in [`SegmentMeta::disc_seq`]).
+    pub disc_seq: u64,
+    /// The segment starts a new timeline or codec configuration.
+    pub discontinuity: bool,
+    /// The init segment the part needs ([`InitMeta::init`]).
+    pub init: u64,
+    /// Target duration in whole seconds (as in [`SegmentMeta::target_duration`]).
+    pub target_duration: u32,
+    /// Part target duration in seconds (`#EXT-X-PART-INF:PART-TARGET`): never below the configured
+    /// one, raised by any longer part of the broadcast.
+    pub part_target: f64,
+    /// Wall-clock time the origin closed the part, Unix milliseconds.
+    pub closed_at_ms: u64,
+    /// Size of the record value in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the record value.
+    pub crc32: u32,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -207,6 +270,31 @@ mod tests {
                 broadcast: "b1".into(),
                 ended_at_ms: 9,
                 last_seq: None,
+            }),
+            LiveMessage::Init(InitMeta {
+                stream: "cam1".into(),
+                broadcast: "b1".into(),
+                init: 17_000_000_001,
+                codecs: "avc1.64001f,mp4a.40.2".into(),
+                size: 700,
+                crc32: 1,
+            }),
+            LiveMessage::Part(PartMeta {
+                stream: "cam1".into(),
+                broadcast: "b1".into(),
+                seq: 17_000_000_001,
+                part: 3,
+                duration: 0.334,
+                independent: false,
+                last: true,
+                disc_seq: 3,
+                discontinuity: false,
+                init: 17_000_000_001,
+                target_duration: 2,
+                part_target: 0.334,
+                closed_at_ms: 1_700_000_000_000,
+                size: 40_000,
+                crc32: 2,
             }),
         ];
         for msg in msgs {

@@ -148,6 +148,10 @@ pub enum EnqueueError {
     /// The producer task has stopped (shutting down).
     #[error("producer has stopped")]
     Closed,
+    /// A low-latency part or init segment larger than one record (parts are never chunked: they
+    /// are small, and the TS rendition still carries the media).
+    #[error("{0} bytes do not fit in one record; dropped")]
+    TooLarge(usize),
 }
 
 /// Settings of the producer.
@@ -170,10 +174,20 @@ pub struct ProducerStats {
     pub delivery_errors: AtomicU64,
     /// Segment close -> broker acknowledged its last chunk.
     pub produce_latency: crate::metrics::Histogram,
+    /// Low-latency parts and init segments the broker acknowledged.
+    pub parts_delivered: AtomicU64,
+    /// Low-latency parts and init segments dropped (queue budget spent, or larger than a record).
+    pub parts_dropped: AtomicU64,
 }
 
 enum Work {
     Control(LiveMessage),
+    /// A low-latency part or init segment: one record.
+    Single {
+        msg: LiveMessage,
+        data: Bytes,
+        permit: OwnedSemaphorePermit,
+    },
     Segment {
         meta: SegmentMeta,
         data: Bytes,
@@ -187,6 +201,8 @@ pub struct ProducerHandle {
     tx: mpsc::Sender<Work>,
     budget: Arc<Semaphore>,
     budget_units: usize,
+    /// Largest record value (below `--max-message-bytes`).
+    max_record_bytes: usize,
     /// Counters.
     pub stats: Arc<ProducerStats>,
 }
@@ -228,6 +244,7 @@ pub fn start(
         tx,
         budget: budget.clone(),
         budget_units,
+        max_record_bytes: settings.max_message_bytes.saturating_sub(RECORD_OVERHEAD),
         stats: stats.clone(),
     };
     let task = run(
@@ -263,6 +280,34 @@ impl ProducerHandle {
                 }
                 mpsc::error::TrySendError::Closed(_) => EnqueueError::Closed,
             })
+    }
+
+    /// Queues a low-latency part or init segment (`msg` is its metadata) as one record, without
+    /// waiting; it shares the queue budget with segments, and is refused when that is spent. Records
+    /// of one stream keep the order they were queued in.
+    pub fn send_single(&self, msg: LiveMessage, data: Bytes) -> Result<(), EnqueueError> {
+        let refuse = |e| {
+            self.stats.parts_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        };
+        if data.len() > self.max_record_bytes {
+            return refuse(EnqueueError::TooLarge(data.len()));
+        }
+        let units = data.len().div_ceil(BUDGET_UNIT).clamp(1, self.budget_units);
+        let permit = match self.budget.clone().try_acquire_many_owned(units as u32) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(EnqueueError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return refuse(EnqueueError::Full(self.queued_bytes()))
+            }
+        };
+        match self.tx.try_send(Work::Single { msg, data, permit }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                refuse(EnqueueError::Full(self.budget_units * BUDGET_UNIT))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(EnqueueError::Closed),
+        }
     }
 
     /// Queues a stream start/end message. These are small and must not be lost, so this waits for room
@@ -301,6 +346,25 @@ async fn run(
                     if let Err(e) = await_delivery(fut).await {
                         stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
                         error!(%stream, error = %e, "stream event not delivered");
+                    }
+                });
+            }
+            Work::Single { msg, data, permit } => {
+                let stream = msg.stream().to_owned();
+                let header = encode_meta(&msg);
+                let fut = enqueue(&producer, &topic, &stream, &header, &data).await;
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let result = await_delivery(fut).await;
+                    drop(permit);
+                    match result {
+                        Ok(()) => {
+                            stats.parts_delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                            error!(%stream, error = %e, "low-latency part not delivered");
+                        }
                     }
                 });
             }

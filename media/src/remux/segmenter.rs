@@ -323,6 +323,12 @@ impl Segmenter {
         segment
     }
 
+    /// Whether the open segment starts a new timeline or codec configuration (what its
+    /// `Segment::discontinuity` will say); false when no segment is open.
+    pub fn open_segment_discontinuous(&self) -> bool {
+        self.segment.as_ref().is_some_and(|s| s.discontinuity)
+    }
+
     /// What is known about the tracks so far (for the stream's metadata/logs).
     pub fn tracks(&self) -> TrackInfo {
         let video = self

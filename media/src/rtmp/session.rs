@@ -487,7 +487,13 @@ impl Connection {
         };
         tracing::Span::current().record("stream", name.as_str());
         let results = session.accept_request(request_id)?;
-        let broadcast = Broadcast::start(claim, self.ctx.producer.clone(), self.ctx.segment).await;
+        let broadcast = Broadcast::start(
+            claim,
+            self.ctx.producer.clone(),
+            self.ctx.segment,
+            self.ctx.part_target,
+        )
+        .await;
         self.active = Some(Active::Publishing {
             broadcast: Box::new(broadcast),
             name,
