@@ -9,6 +9,7 @@
 //! [`Consumer::run`] with librdkafka's `BaseConsumer` on one blocking thread: the store is synchronous,
 //! so a plain poll loop is the simplest correct shape.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -211,7 +212,35 @@ impl Ingest {
                 );
             }
             LiveMessage::Segment(meta) => self.chunk(partition, meta, value),
+            LiveMessage::Init(meta) => {
+                if self.verified(partition, meta.size, meta.crc32, value) {
+                    self.store.insert_init(&meta, Bytes::copy_from_slice(value));
+                }
+            }
+            LiveMessage::Part(meta) => {
+                if self.verified(partition, meta.size, meta.crc32, value)
+                    && self.store.insert_part(&meta, Bytes::copy_from_slice(value))
+                {
+                    debug!(stream = %meta.stream, seq = meta.seq, part = meta.part, "part available");
+                }
+            }
         }
+    }
+
+    /// Whether a single-record object (init segment, part) arrived as the origin sent it.
+    fn verified(&self, partition: i32, size: u64, crc32: u32, value: &[u8]) -> bool {
+        if value.len() as u64 == size && crc32fast::hash(value) == crc32 {
+            return true;
+        }
+        let n = Stats::add(&self.store.stats().rejected_chunks, 1);
+        if should_log(n) {
+            warn!(
+                partition,
+                rejected_so_far = n,
+                "low-latency record with wrong size or checksum dropped"
+            );
+        }
+        false
     }
 
     fn chunk(&mut self, partition: i32, meta: SegmentMeta, value: &[u8]) {
