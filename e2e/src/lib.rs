@@ -5,6 +5,7 @@
 //! `TANSU_BIN` (default: where `scripts/install-deps.sh` builds it). Every child is killed on drop, and its
 //! output goes to a log file under the test's temp directory so a failure can be read afterwards.
 
+pub mod ll_playlist;
 pub mod manager;
 pub mod playlist;
 pub mod probe;

@@ -60,7 +60,8 @@ pub(crate) struct PartBuilder {
     /// DTS (ms) of the first frame of the open part, the one its timing is measured from.
     first_ms: Option<u64>,
     first_keyframe: bool,
-    /// Estimated end of the open part's media (for the last part of a stream).
+    /// Estimated end of the open part's media (for the last part of a stream): the end of its last
+    /// video frame, or of its last audio frame in an audio-only stream.
     end_ms: u64,
     index: u32,
     closed: Vec<Part>,
@@ -148,9 +149,13 @@ impl PartBuilder {
             self.first_ms = Some(dts_ms);
             self.first_keyframe = true;
         }
-        self.end_ms = self
-            .end_ms
-            .max(dts_ms.saturating_add(duration_us.div_ceil(1000)));
+        // With video, the video frames pace the parts and say where the last one ends: audio
+        // running on past the last video frame must not stretch it beyond the part target.
+        if !self.has_video {
+            self.end_ms = self
+                .end_ms
+                .max(dts_ms.saturating_add(duration_us.div_ceil(1000)));
+        }
         let at = dts_ms.saturating_mul(u64::from(timescale)) / 1000;
         // Within half a frame of where the previous frame ended: continue the timeline exactly.
         let decode_time = match self.audio_next {
