@@ -291,7 +291,11 @@ impl LlPlaylist {
                     prev_init = s.init;
                 }
             }
-            if i >= listed_from {
+            // An ended playlist lists whole segments only. Its parts would add nothing (every
+            // segment is complete), and hls.js 1.7.4, which plays parts up to the end and then reads
+            // #EXT-X-ENDLIST, never loads a final part it has not fetched yet, so the video stalls a
+            // frame before the end instead of ending; with whole segments it loads the rest.
+            if i >= listed_from && !self.ended {
                 for (k, p) in s.parts.iter().enumerate() {
                     let _ = writeln!(
                         out,
@@ -388,8 +392,8 @@ mod tests {
              #EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"init-10.mp4\"\n\
              #EXTINF:2.004,\n10.mp4\n";
         assert!(text.starts_with(head), "{text}");
-        // 6 s (three target durations) from the end: the open segment (0.668 s) and segments 13,
-        // 12 (4.676 s), then 11 takes it past 6 s; 10 has no part lines.
+        // Parts are listed while less than 6 s (three target durations) is counted from the end:
+        // the open segment (0.668 s), 13, 12 (4.676 s so far) and 11; 10 has no part lines.
         assert!(!text.contains("\"10.0.m4s\""), "{text}");
         assert!(text.contains("#EXT-X-PART:DURATION=0.334,URI=\"11.0.m4s\",INDEPENDENT=YES\n"));
         assert!(
@@ -450,7 +454,10 @@ mod tests {
             text.ends_with("#EXTINF:0.334,\n10.mp4\n#EXT-X-ENDLIST\n"),
             "{text}"
         );
-        assert!(!text.contains("PRELOAD-HINT"));
+        assert!(
+            !text.contains("PRELOAD-HINT") && !text.contains("#EXT-X-PART:"),
+            "{text}"
+        );
         assert!(
             p.has(99, Some(0)),
             "an ended playlist answers every blocking request"

@@ -46,7 +46,7 @@ function startPlayer({ url, lowLatency }) {
   hls.on(window.Hls.Events.ERROR, (_e, d) => {
     if (d.details === 'bufferStalledError') {
       if (state.started) state.stallEvents.push({ t: video.currentTime, kind: 'hls.js bufferStalledError' });
-    } else if (d.fatal || d.type !== 'networkError') {
+    } else {
       state.errors.push({ type: d.type, details: d.details, fatal: d.fatal });
     }
   });
