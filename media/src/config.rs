@@ -152,7 +152,7 @@ impl Config {
         }
         if part_target_ms as f64 > segment_seconds * 1000.0 {
             bail!(
-                "--part-target-ms ({part_target_ms}) must not exceed --segment-seconds ({segment_seconds} s)"
+                "--part-target-ms ({part_target_ms}) must not exceed --segment-seconds ({segment_seconds} s): lower it, or 0 turns low-latency HLS off"
             );
         }
         let max_message_bytes = cli
@@ -321,5 +321,27 @@ mod tests {
         assert_eq!(cfg.topic, "from-flag");
         assert_eq!(cfg.segment, Duration::from_secs(4));
         assert_eq!(cfg.kafka_brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn part_target_is_bounded_and_zero_turns_it_off() {
+        let load = |part: Option<u64>, segment: Option<f64>| {
+            Config::load(Args {
+                part_target_ms: part,
+                segment_seconds: segment,
+                ..Args::default()
+            })
+        };
+        let default = load(None, None).expect("defaults");
+        assert_eq!(default.part_target, Some(Duration::from_millis(334)));
+        assert_eq!(load(Some(0), None).expect("off").part_target, None);
+        assert_eq!(
+            load(Some(500), None).expect("500 ms").part_target,
+            Some(Duration::from_millis(500))
+        );
+        let err = load(Some(50), None).expect_err("too short");
+        assert!(format!("{err}").contains("--part-target-ms"), "{err}");
+        let err = load(Some(1500), Some(1.0)).expect_err("longer than a segment");
+        assert!(format!("{err}").contains("--segment-seconds"), "{err}");
     }
 }
