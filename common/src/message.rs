@@ -196,7 +196,13 @@ pub enum DecodeError {
     /// The header names a schema version this build does not read.
     #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
     UnsupportedVersion(u64),
+    /// A `kind` this build does not know: a newer origin added it. Consumers skip such records.
+    #[error("unknown message kind `{0}` (from a newer origin?); skipped")]
+    UnknownKind(String),
 }
+
+/// Every `kind` this build reads.
+const KINDS: [&str; 5] = ["stream_start", "segment", "stream_end", "init", "part"];
 
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
@@ -208,6 +214,8 @@ struct EnvelopeOut<'a> {
 #[derive(Deserialize)]
 struct VersionOnly {
     v: u64,
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 /// Encodes a message's metadata as the JSON value of the `livedto` header.
@@ -224,9 +232,12 @@ pub fn encode_meta(msg: &LiveMessage) -> Vec<u8> {
 pub fn decode_meta(header: Option<&[u8]>) -> Result<LiveMessage, DecodeError> {
     let raw = header.ok_or(DecodeError::MissingHeader)?;
     // Check the version before the shape, so a future schema is reported as such, not as garbage.
-    let VersionOnly { v } = serde_json::from_slice(raw)?;
+    let VersionOnly { v, kind } = serde_json::from_slice(raw)?;
     if v != u64::from(SCHEMA_VERSION) {
         return Err(DecodeError::UnsupportedVersion(v));
+    }
+    if let Some(kind) = kind.filter(|k| !KINDS.contains(&k.as_str())) {
+        return Err(DecodeError::UnknownKind(kind));
     }
     Ok(serde_json::from_slice(raw)?)
 }
@@ -326,6 +337,10 @@ mod tests {
         ));
         assert!(matches!(
             decode_meta(Some(br#"{"v":1,"kind":"teleport"}"#)),
+            Err(DecodeError::UnknownKind(k)) if k == "teleport"
+        ));
+        assert!(matches!(
+            decode_meta(Some(br#"{"v":1,"kind":"segment"}"#)),
             Err(DecodeError::Malformed(_))
         ));
     }
