@@ -723,6 +723,68 @@ mod tests {
     }
 
     #[test]
+    fn ll_records_reach_the_ll_playlist_and_bad_ones_are_counted() {
+        let store = store();
+        let mut ingest = Ingest::new(store.clone(), ReassemblyLimits::default());
+        let init = Bytes::from_static(b"ftyp-moov");
+        let init_meta = common::InitMeta {
+            stream: "cam".into(),
+            broadcast: "b1".into(),
+            init: 100,
+            codecs: "avc1.64001f".into(),
+            size: init.len() as u64,
+            crc32: crc32fast::hash(&init),
+        };
+        let part = |k: u32, value: &Bytes, crc32: u32| {
+            encode_meta(&LiveMessage::Part(common::PartMeta {
+                stream: "cam".into(),
+                broadcast: "b1".into(),
+                seq: 100,
+                part: k,
+                duration: 0.334,
+                independent: k == 0,
+                last: false,
+                disc_seq: 1,
+                discontinuity: true,
+                init: 100,
+                target_duration: 2,
+                part_target: 0.334,
+                closed_at_ms: now_ms(),
+                size: value.len() as u64,
+                crc32,
+            }))
+        };
+        let p0 = data(1, 500);
+        // A part before its init cannot be listed.
+        ingest.record(0, Some(&part(0, &p0, crc32fast::hash(&p0))), &p0);
+        assert_eq!(store.ll_playlist("cam"), None);
+        ingest.record(0, Some(&encode_meta(&LiveMessage::Init(init_meta))), &init);
+        ingest.record(0, Some(&part(0, &p0, crc32fast::hash(&p0))), &p0);
+        // Part 1 damaged in transit: dropped and counted, not listed.
+        let p1 = data(2, 500);
+        ingest.record(0, Some(&part(1, &p1, 7)), &p1);
+        assert_eq!(Stats::get(&store.stats().rejected_chunks), 1);
+        let text =
+            String::from_utf8(store.ll_playlist("cam").expect("listed").to_vec()).expect("utf8");
+        assert!(text.contains("#EXT-X-MAP:URI=\"init-100.mp4\"\n"), "{text}");
+        assert!(
+            text.contains("URI=\"100.0.m4s\",INDEPENDENT=YES\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("100.1.m4s\"\n#")
+                && text.contains("PRELOAD-HINT:TYPE=PART,URI=\"100.1.m4s\"")
+        );
+        assert_eq!(
+            store.object("cam", crate::store::Object::Part(100, 0)),
+            Some(p0)
+        );
+        // A kind from a newer origin is skipped and counted, not fatal.
+        ingest.record(0, Some(br#"{"v":1,"kind":"hologram","stream":"cam"}"#), b"");
+        assert_eq!(Stats::get(&store.stats().bad_messages), 1);
+    }
+
+    #[test]
     fn chunked_segments_are_reassembled_into_the_store() {
         let store = store();
         let mut ingest = Ingest::new(store.clone(), ReassemblyLimits::default());
