@@ -570,6 +570,85 @@ mod tests {
         assert_eq!(whole.data, data);
     }
 
+    /// A low-latency part goes out as one record with its metadata; one larger than a record is
+    /// refused and counted, never chunked.
+    #[tokio::test]
+    async fn parts_travel_as_single_records_and_oversized_ones_are_dropped() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("live", 1, 1).expect("topic");
+        let (handle, task) = start(
+            ProducerSettings {
+                brokers: cluster.bootstrap_servers(),
+                topic: "live".into(),
+                max_message_bytes: 100_000,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(5),
+        )
+        .expect("producer");
+        let task = tokio::spawn(task);
+        let part = |size: usize| common::PartMeta {
+            stream: "cam".into(),
+            broadcast: "b".into(),
+            seq: 7,
+            part: 2,
+            duration: 0.334,
+            independent: false,
+            last: false,
+            disc_seq: 1,
+            discontinuity: false,
+            init: 7,
+            target_duration: 2,
+            part_target: 0.334,
+            closed_at_ms: 0,
+            size: size as u64,
+            crc32: 0,
+        };
+        let data = Bytes::from(vec![5u8; 50_000]);
+        handle
+            .send_single(LiveMessage::Part(part(data.len())), data.clone())
+            .expect("queued");
+        let big = Bytes::from(vec![0u8; 100_000]);
+        assert!(matches!(
+            handle.send_single(LiveMessage::Part(part(big.len())), big),
+            Err(EnqueueError::TooLarge(100_000))
+        ));
+        let stats = handle.stats.clone();
+        drop(handle);
+        task.await.expect("producer task");
+        assert_eq!(stats.parts_delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.parts_dropped.load(Ordering::Relaxed), 1);
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "t")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("live", 0, Offset::Beginning)
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let msg = loop {
+            assert!(Instant::now() < deadline, "no record");
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                break m.expect("record");
+            }
+        };
+        assert_eq!(msg.key(), Some(&b"cam"[..]));
+        assert_eq!(msg.payload(), Some(&data[..]));
+        let header = msg.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == META_HEADER)
+                .and_then(|h| h.value)
+        });
+        assert_eq!(
+            decode_meta(header).expect("meta"),
+            LiveMessage::Part(part(data.len()))
+        );
+    }
+
     #[tokio::test]
     async fn a_full_budget_drops_new_segments_instead_of_blocking() {
         // No broker at all: nothing is ever acknowledged, so the budget only fills.
