@@ -221,7 +221,15 @@ impl Ingest {
                 if self.verified(partition, meta.size, meta.crc32, value)
                     && self.store.insert_part(&meta, Bytes::copy_from_slice(value))
                 {
-                    debug!(stream = %meta.stream, seq = meta.seq, part = meta.part, "part available");
+                    let latency_ms = i128::from(now_ms()) - i128::from(meta.closed_at_ms);
+                    if self.caught_up {
+                        let observed = u64::try_from(latency_ms.max(0)).unwrap_or(u64::MAX);
+                        self.store
+                            .stats()
+                            .part_availability_latency
+                            .observe(Duration::from_millis(observed));
+                    }
+                    debug!(stream = %meta.stream, seq = meta.seq, part = meta.part, latency_ms, "part available");
                 }
             }
         }
@@ -779,6 +787,7 @@ mod tests {
             store.object("cam", crate::store::Object::Part(100, 0)),
             Some(p0)
         );
+        assert_eq!(store.stats().part_availability_latency.snapshot().count, 1);
         // A kind from a newer origin is skipped and counted, not fatal.
         ingest.record(0, Some(br#"{"v":1,"kind":"hologram","stream":"cam"}"#), b"");
         assert_eq!(Stats::get(&store.stats().bad_messages), 1);
