@@ -262,6 +262,22 @@ fn ll_hls_parts_playlists_and_blocking_reload() -> Result<()> {
         r.status
     );
 
+    // How late parts reach the edge (origin closed -> edge lists), from the edge's own histogram.
+    let metrics = String::from_utf8(get(&format!("http://{}/metrics", a.http))?.body)?;
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let count = series("cdn_edge_part_availability_latency_seconds_count").unwrap_or(0.0);
+    let sum = series("cdn_edge_part_availability_latency_seconds_sum").unwrap_or(0.0);
+    // At least the 18 parts of the 3 segments checked and the 5 blocked for.
+    ensure!(count >= 23.0, "part latency observations: {count}");
+    eprintln!(
+        "edge A: {count} parts, mean availability latency {:.1} ms",
+        sum / count * 1000.0
+    );
+
     // The plain TS rendition is unchanged and still served.
     ensure!(ts.entries.iter().all(|e| e.uri.ends_with(".ts")) && ts.entries.len() >= 3);
 
