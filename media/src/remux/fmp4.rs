@@ -376,6 +376,7 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// The boxes at the top of `data`: (type, size), checking that sizes tile the buffer exactly.
     fn top_boxes(data: &[u8]) -> Vec<(String, usize)> {
@@ -405,6 +406,99 @@ mod tests {
             1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb,
         ]);
         AvcDecoderConfig::parse(&record).unwrap()
+    }
+
+    /// A reader for what [`fragment`] writes, written from ISO/IEC 14496-12 8.8 rather than from the
+    /// writer: `(track_id, samples)` per `traf`, sample bytes taken from where `trun` points.
+    fn read_fragment(frag: &[u8]) -> Vec<(u32, Vec<Sample>)> {
+        let be32 = |at: usize| u32::from_be_bytes(frag[at..at + 4].try_into().unwrap());
+        let boxes = top_boxes(frag);
+        assert_eq!(boxes.len(), 2);
+        let moof_len = boxes[0].1;
+        let mut out = Vec::new();
+        let mut pos = 8 + 16; // moof header, mfhd
+        while pos < moof_len {
+            let traf_end = pos + be32(pos) as usize;
+            assert_eq!(&frag[pos + 4..pos + 8], b"traf");
+            let tfhd = pos + 8;
+            assert_eq!(&frag[tfhd + 4..tfhd + 8], b"tfhd");
+            assert_eq!(
+                be32(tfhd + 8) & 0xff_ffff,
+                0x02_0000,
+                "default-base-is-moof only"
+            );
+            let track_id = be32(tfhd + 12);
+            let tfdt = tfhd + be32(tfhd) as usize;
+            let base = u64::from_be_bytes(frag[tfdt + 12..tfdt + 20].try_into().unwrap());
+            let trun = tfdt + be32(tfdt) as usize;
+            assert_eq!(&frag[trun + 4..trun + 8], b"trun");
+            let count = be32(trun + 12) as usize;
+            let mut data_at = be32(trun + 16) as usize; // from the moof's first byte
+            let mut t = base;
+            let mut samples = Vec::new();
+            for i in 0..count {
+                let e = trun + 20 + i * 16;
+                let (duration, size, flags, cts) =
+                    (be32(e), be32(e + 4), be32(e + 8), be32(e + 12));
+                samples.push(Sample {
+                    decode_time: t,
+                    duration,
+                    composition_offset: cts,
+                    sync: flags & 0x0001_0000 == 0,
+                    data: Bytes::copy_from_slice(&frag[data_at..data_at + size as usize]),
+                });
+                t += u64::from(duration);
+                data_at += size as usize;
+            }
+            assert_eq!(trun + 20 + count * 16, traf_end);
+            out.push((track_id, samples));
+            pos = traf_end;
+        }
+        out
+    }
+
+    fn arb_samples() -> impl Strategy<Value = Vec<Sample>> {
+        prop::collection::vec(
+            (
+                1u32..10_000,
+                0u32..20_000,
+                any::<bool>(),
+                prop::collection::vec(any::<u8>(), 0..300),
+            ),
+            0..20,
+        )
+        .prop_map(|raw| {
+            let mut t = 1_000_000u64;
+            raw.into_iter()
+                .map(|(duration, cts, sync, data)| {
+                    let s = Sample {
+                        decode_time: t,
+                        duration,
+                        composition_offset: cts,
+                        sync,
+                        data: Bytes::from(data),
+                    };
+                    t += u64::from(duration);
+                    s
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whatever the samples, the fragment reads back to exactly them, track by track.
+        #[test]
+        fn fragments_read_back_to_their_samples(video in arb_samples(), audio in arb_samples()) {
+            let frag = fragment(3, &[
+                TrackRun { track_id: VIDEO_TRACK_ID, samples: &video },
+                TrackRun { track_id: AUDIO_TRACK_ID, samples: &audio },
+            ]);
+            let expected: Vec<(u32, Vec<Sample>)> = [(VIDEO_TRACK_ID, video), (AUDIO_TRACK_ID, audio)]
+                .into_iter()
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
+            prop_assert_eq!(read_fragment(&frag), expected);
+        }
     }
 
     #[test]
