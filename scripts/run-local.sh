@@ -60,6 +60,7 @@ cat <<MSG
   Publish:  ffmpeg -re -i INPUT -c:v libx264 -c:a aac -f flv rtmp://127.0.0.1:$RTMP_PORT/live/mystream
             (OBS: server rtmp://127.0.0.1:$RTMP_PORT/live, stream key mystream)
   Watch:    http://127.0.0.1:$EDGE_PORT/live/mystream/index.m3u8   (ffplay, VLC, Safari, hls.js)
+  LL-HLS:   http://127.0.0.1:$EDGE_PORT/live/mystream/ll.m3u8      (Safari, hls.js lowLatencyMode)
   Logs:     $LOG_DIR/{broker,media,edge}.log
 
   Ctrl-C stops everything.

@@ -16,10 +16,13 @@
   var message = document.getElementById('message');
   var unmute = document.getElementById('unmute');
   var src = root.getAttribute('data-playlist');
+  // The low-latency rendition (LL-HLS), used with hls.js when the edge has it for this stream.
+  var llSrc = root.getAttribute('data-ll-playlist');
 
   var watch = (window.watch = {
     state: 'connecting', // connecting | live | ended | offline | unreachable | error
     engine: null, // 'hls.js' | 'native'
+    lowLatency: false, // hls.js plays the LL-HLS playlist
     errors: [], // every hls.js error event: {type, details, fatal, reason}
     hls: null,
   });
@@ -78,6 +81,7 @@
   }
 
   function stopPlayer() {
+    starts++; // a start still waiting for its playlist check is void
     if (watch.hls) {
       watch.hls.destroy();
       watch.hls = null;
@@ -98,10 +102,30 @@
     }
   }
 
+  var starts = 0;
   function startHls() {
-    var Hls = window.Hls;
     watch.engine = 'hls.js';
-    var hls = new Hls({ liveDurationInfinity: true, backBufferLength: 30 });
+    var mine = ++starts;
+    // An origin may run without the low-latency rendition: then the edge has no ll.m3u8.
+    var check = llSrc
+      ? fetch(llSrc, { cache: 'no-store' }).then(
+          function (r) {
+            return r.ok;
+          },
+          function () {
+            return false;
+          }
+        )
+      : Promise.resolve(false);
+    check.then(function (ll) {
+      if (mine === starts && playing) createHls(ll ? llSrc : src, ll);
+    });
+  }
+
+  function createHls(url, lowLatency) {
+    var Hls = window.Hls;
+    watch.lowLatency = lowLatency;
+    var hls = new Hls({ liveDurationInfinity: true, backBufferLength: 30, lowLatencyMode: lowLatency });
     watch.hls = hls;
     hls.on(Hls.Events.ERROR, function (_event, data) {
       watch.errors.push({
@@ -138,7 +162,7 @@
       if (b.length && video.currentTime < b.start(0)) video.currentTime = b.start(0);
       autoplay();
     });
-    hls.loadSource(src);
+    hls.loadSource(url);
     hls.attachMedia(video);
   }
 

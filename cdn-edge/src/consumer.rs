@@ -9,6 +9,7 @@
 //! [`Consumer::run`] with librdkafka's `BaseConsumer` on one blocking thread: the store is synchronous,
 //! so a plain poll loop is the simplest correct shape.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -222,7 +223,43 @@ impl Ingest {
                 );
             }
             LiveMessage::Segment(meta) => self.chunk(partition, meta, value),
+            LiveMessage::Init(meta) => {
+                if self.verified(partition, meta.size, meta.crc32, value) {
+                    self.store.insert_init(&meta, Bytes::copy_from_slice(value));
+                }
+            }
+            LiveMessage::Part(meta) => {
+                if self.verified(partition, meta.size, meta.crc32, value)
+                    && self.store.insert_part(&meta, Bytes::copy_from_slice(value))
+                {
+                    let latency_ms = i128::from(now_ms()) - i128::from(meta.closed_at_ms);
+                    if self.caught_up {
+                        let observed = u64::try_from(latency_ms.max(0)).unwrap_or(u64::MAX);
+                        self.store
+                            .stats()
+                            .part_availability_latency
+                            .observe(Duration::from_millis(observed));
+                    }
+                    debug!(stream = %meta.stream, seq = meta.seq, part = meta.part, latency_ms, "part available");
+                }
+            }
         }
+    }
+
+    /// Whether a single-record object (init segment, part) arrived as the origin sent it.
+    fn verified(&self, partition: i32, size: u64, crc32: u32, value: &[u8]) -> bool {
+        if value.len() as u64 == size && crc32fast::hash(value) == crc32 {
+            return true;
+        }
+        let n = Stats::add(&self.store.stats().rejected_chunks, 1);
+        if should_log(n) {
+            warn!(
+                partition,
+                rejected_so_far = n,
+                "low-latency record with wrong size or checksum dropped"
+            );
+        }
+        false
     }
 
     fn chunk(&mut self, partition: i32, meta: SegmentMeta, value: &[u8]) {
@@ -807,6 +844,69 @@ mod tests {
         .into_iter()
         .map(|(m, v)| (encode_meta(&LiveMessage::Segment(m)), v))
         .collect()
+    }
+
+    #[test]
+    fn ll_records_reach_the_ll_playlist_and_bad_ones_are_counted() {
+        let store = store();
+        let mut ingest = Ingest::new(store.clone(), ReassemblyLimits::default());
+        let init = Bytes::from_static(b"ftyp-moov");
+        let init_meta = common::InitMeta {
+            stream: "cam".into(),
+            broadcast: "b1".into(),
+            init: 100,
+            codecs: "avc1.64001f".into(),
+            size: init.len() as u64,
+            crc32: crc32fast::hash(&init),
+        };
+        let part = |k: u32, value: &Bytes, crc32: u32| {
+            encode_meta(&LiveMessage::Part(common::PartMeta {
+                stream: "cam".into(),
+                broadcast: "b1".into(),
+                seq: 100,
+                part: k,
+                duration: 0.334,
+                independent: k == 0,
+                last: false,
+                disc_seq: 1,
+                discontinuity: true,
+                init: 100,
+                target_duration: 2,
+                part_target: 0.334,
+                closed_at_ms: now_ms(),
+                size: value.len() as u64,
+                crc32,
+            }))
+        };
+        let p0 = data(1, 500);
+        // A part before its init cannot be listed.
+        ingest.record(0, Some(&part(0, &p0, crc32fast::hash(&p0))), &p0);
+        assert_eq!(store.ll_playlist("cam"), None);
+        ingest.record(0, Some(&encode_meta(&LiveMessage::Init(init_meta))), &init);
+        ingest.record(0, Some(&part(0, &p0, crc32fast::hash(&p0))), &p0);
+        // Part 1 damaged in transit: dropped and counted, not listed.
+        let p1 = data(2, 500);
+        ingest.record(0, Some(&part(1, &p1, 7)), &p1);
+        assert_eq!(Stats::get(&store.stats().rejected_chunks), 1);
+        let text =
+            String::from_utf8(store.ll_playlist("cam").expect("listed").to_vec()).expect("utf8");
+        assert!(text.contains("#EXT-X-MAP:URI=\"init-100.mp4\"\n"), "{text}");
+        assert!(
+            text.contains("URI=\"100.0.m4s\",INDEPENDENT=YES\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("100.1.m4s\"\n#")
+                && text.contains("PRELOAD-HINT:TYPE=PART,URI=\"100.1.m4s\"")
+        );
+        assert_eq!(
+            store.object("cam", crate::store::Object::Part(100, 0)),
+            Some(p0)
+        );
+        assert_eq!(store.stats().part_availability_latency.snapshot().count, 1);
+        // A kind from a newer origin is skipped and counted, not fatal.
+        ingest.record(0, Some(br#"{"v":1,"kind":"hologram","stream":"cam"}"#), b"");
+        assert_eq!(Stats::get(&store.stats().bad_messages), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, HttpBody as _};
-use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_RANGE, RANGE,
 };
@@ -25,13 +25,20 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::metrics::{self, Telemetry, OTHER_ROUTE};
-use crate::store::Store;
+use crate::store::{Object, Store};
 use crate::watch;
 
 /// Content type of HLS playlists (RFC 8216 section 4).
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Content type of MPEG-TS segments.
 pub const SEGMENT_CONTENT_TYPE: &str = "video/mp2t";
+/// Content type of the low-latency rendition's fMP4 init segments, segments and parts.
+pub const FMP4_CONTENT_TYPE: &str = "video/mp4";
+/// A blocking playlist reload or part request waits at most this many target durations
+/// (RFC 8216bis 6.2.5.2 suggests three) ...
+const BLOCK_TARGET_DURATIONS: u32 = 3;
+/// ... and never as long as the request timeout, so the client gets our answer, not the timeout's.
+const MAX_BLOCK: Duration = Duration::from_secs(8);
 /// Players reload a live playlist about once per target duration; one second keeps shared caches
 /// useful without making the live edge visibly late.
 const PLAYLIST_CACHE_CONTROL: &str = "max-age=1";
@@ -62,6 +69,13 @@ pub enum HttpError {
     /// Any other path.
     #[error("not found")]
     NotFound,
+    /// A blocking request with `_HLS_msn` more than two segments ahead, `_HLS_part` without
+    /// `_HLS_msn`, or a malformed value (RFC 8216bis 6.2.5.2).
+    #[error("bad blocking request")]
+    BadBlockingRequest,
+    /// What a blocking request waited for did not appear in time.
+    #[error("not available yet")]
+    BlockTimeout,
 }
 
 impl IntoResponse for HttpError {
@@ -72,6 +86,8 @@ impl IntoResponse for HttpError {
                 StatusCode::NOT_FOUND
             }
             HttpError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            HttpError::BadBlockingRequest => StatusCode::BAD_REQUEST,
+            HttpError::BlockTimeout => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut response = (status, format!("{self}\n")).into_response();
         let headers = response.headers_mut();
@@ -131,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_page))
         .route("/live/{stream}/index.m3u8", get(playlist))
+        .route("/live/{stream}/ll.m3u8", get(ll_playlist))
         .route("/live/{stream}/{segment}", get(segment))
         .fallback(|| async { HttpError::NotFound })
         .layer(TimeoutLayer::with_status_code(
@@ -153,6 +170,7 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
         Some("/healthz") => "healthz",
         Some("/metrics") => "metrics",
         Some("/live/{stream}/index.m3u8") => "playlist",
+        Some("/live/{stream}/ll.m3u8") => "ll_playlist",
         Some("/live/{stream}/{segment}") => "segment",
         _ => OTHER_ROUTE,
     }
@@ -217,17 +235,126 @@ async fn playlist(
     Ok(response)
 }
 
+/// The low-latency playlist, with blocking reload: `_HLS_msn=N[&_HLS_part=M]` waits until the
+/// playlist holds that part (or segment N), woken by the consumer (RFC 8216bis 6.2.5.2).
+async fn ll_playlist(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    common::validate_stream_name(&stream).map_err(|_| HttpError::BadStreamName)?;
+    let (msn, part) = parse_blocking_query(query.as_deref().unwrap_or(""))?;
+    let store = &state.store;
+    if let Some(msn) = msn {
+        let last = store
+            .ll_with(&stream, |p| p.last_seq())
+            .flatten()
+            .ok_or(HttpError::UnknownStream)?;
+        if msn > last.saturating_add(2) {
+            return Err(HttpError::BadBlockingRequest);
+        }
+        wait_until(store, &stream, |p| p.has(msn, part)).await?;
+    }
+    let body = store.ll_playlist(&stream).ok_or(HttpError::UnknownStream)?;
+    let cache = if msn.is_some() {
+        // The answer to a blocking request names what it waited for: it never goes stale.
+        "public, max-age=60"
+    } else {
+        PLAYLIST_CACHE_CONTROL
+    };
+    let mut response = (
+        [
+            (CONTENT_TYPE, PLAYLIST_CONTENT_TYPE),
+            (CACHE_CONTROL, cache),
+        ],
+        body,
+    )
+        .into_response();
+    response.extensions_mut().insert(Watched(stream));
+    Ok(response)
+}
+
+/// `_HLS_msn` and `_HLS_part` of a playlist request; other arguments (`_HLS_skip`, cache busters)
+/// are ignored: this edge always sends the full playlist, which the spec allows.
+fn parse_blocking_query(query: &str) -> Result<(Option<u64>, Option<u32>), HttpError> {
+    let (mut msn, mut part) = (None, None);
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "_HLS_msn" => msn = Some(v.parse().map_err(|_| HttpError::BadBlockingRequest)?),
+            "_HLS_part" => part = Some(v.parse().map_err(|_| HttpError::BadBlockingRequest)?),
+            _ => {}
+        }
+    }
+    if part.is_some() && msn.is_none() {
+        return Err(HttpError::BadBlockingRequest);
+    }
+    Ok((msn, part))
+}
+
+/// Waits until `ready` holds for the stream's low-latency playlist, at most three target durations
+/// (capped below the request timeout). Each change of the playlist wakes the wait once.
+async fn wait_until(
+    store: &Store,
+    stream: &str,
+    ready: impl Fn(&crate::ll::LlPlaylist) -> bool,
+) -> Result<(), HttpError> {
+    // Subscribe first: a change between the check and the wait must still wake us.
+    let mut changes = store.ll_subscribe(stream).ok_or(HttpError::UnknownStream)?;
+    let target = store.ll_with(stream, |p| p.target_duration()).unwrap_or(1);
+    let limit = (Duration::from_secs(target) * BLOCK_TARGET_DURATIONS).min(MAX_BLOCK);
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if store.ll_with(stream, &ready).unwrap_or(false) {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            // The stream was forgotten (idle sweep) or time is up.
+            Ok(Err(_)) | Err(_) => return Err(HttpError::BlockTimeout),
+        }
+    }
+}
+
 async fn segment(
     State(state): State<AppState>,
     Path((stream, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     common::validate_stream_name(&stream).map_err(|_| HttpError::BadStreamName)?;
-    let seq = parse_segment_uri(&file).ok_or(HttpError::UnknownSegment)?;
-    let data = state
-        .store
-        .segment(&stream, seq)
-        .ok_or(HttpError::UnknownSegment)?;
+    let store = &state.store;
+    let (data, content_type) = match parse_object_uri(&file).ok_or(HttpError::UnknownSegment)? {
+        Uri::Ts(seq) => (store.segment(&stream, seq), SEGMENT_CONTENT_TYPE),
+        Uri::Init(id) => (store.object(&stream, Object::Init(id)), FMP4_CONTENT_TYPE),
+        Uri::Fmp4Segment(seq) => (store.ll_segment(&stream, seq), FMP4_CONTENT_TYPE),
+        Uri::Part(seq, part) => {
+            // A preload hint names a part before it exists: the request for it waits for it
+            // (RFC 8216bis 6.2.6), like a blocking playlist reload.
+            let upcoming = store
+                .ll_with(&stream, |p| {
+                    !p.has(seq, Some(part)) && p.is_upcoming(seq, part)
+                })
+                .unwrap_or(false);
+            if upcoming {
+                wait_until(store, &stream, |p| p.has(seq, Some(part))).await?;
+            }
+            (
+                store.object(&stream, Object::Part(seq, part)),
+                FMP4_CONTENT_TYPE,
+            )
+        }
+    };
+    let data = data.ok_or(HttpError::UnknownSegment)?;
+    serve_bytes(data, &headers, content_type, stream)
+}
+
+/// Answers with immutable media bytes, honouring a single `Range`.
+fn serve_bytes(
+    data: Bytes,
+    headers: &HeaderMap,
+    content_type: &'static str,
+    stream: String,
+) -> Result<Response, HttpError> {
     let len = data.len() as u64;
 
     // RFC 9110 13.1.5: with If-Range we could only honour the range if the validator matched, and we
@@ -251,7 +378,7 @@ async fn segment(
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(SEGMENT_CONTENT_TYPE));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         CACHE_CONTROL,
         HeaderValue::from_static(SEGMENT_CACHE_CONTROL),
@@ -266,15 +393,44 @@ async fn segment(
     Ok(response)
 }
 
-/// The sequence number of a segment URI `<seq>.ts`, accepting only the canonical spelling (no sign,
-/// no leading zeros) so each segment has exactly one URL in shared caches.
-fn parse_segment_uri(file: &str) -> Option<u64> {
-    let digits = file.strip_suffix(".ts")?;
+/// A media URI under `/live/{stream}/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uri {
+    /// `<seq>.ts`
+    Ts(u64),
+    /// `init-<id>.mp4`
+    Init(u64),
+    /// `<seq>.mp4`
+    Fmp4Segment(u64),
+    /// `<seq>.<part>.m4s`
+    Part(u64, u32),
+}
+
+fn parse_object_uri(file: &str) -> Option<Uri> {
+    if let Some(digits) = file.strip_suffix(".ts") {
+        return canonical(digits).map(Uri::Ts);
+    }
+    if let Some(name) = file.strip_suffix(".mp4") {
+        return match name.strip_prefix("init-") {
+            Some(id) => canonical(id).map(Uri::Init),
+            None => canonical(name).map(Uri::Fmp4Segment),
+        };
+    }
+    let (seq, part) = file.strip_suffix(".m4s")?.split_once('.')?;
+    Some(Uri::Part(
+        canonical(seq)?,
+        u32::try_from(canonical(part)?).ok()?,
+    ))
+}
+
+/// A decimal number in its canonical spelling only (no sign, no leading zeros), so each object has
+/// exactly one URL in shared caches.
+fn canonical(digits: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let seq: u64 = digits.parse().ok()?;
-    (seq.to_string() == digits).then_some(seq)
+    let n: u64 = digits.parse().ok()?;
+    (n.to_string() == digits).then_some(n)
 }
 
 /// How to answer a `Range` header (RFC 9110 section 14).
@@ -401,6 +557,151 @@ mod tests {
 
     fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
         h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    fn ll_part(seq: u64, part: u32, last: bool) -> (common::PartMeta, Bytes) {
+        let data = Bytes::from(vec![part as u8; 100 + part as usize]);
+        let meta = common::PartMeta {
+            stream: "cam".into(),
+            broadcast: "b".into(),
+            seq,
+            part,
+            duration: 0.334,
+            independent: part == 0,
+            last,
+            disc_seq: 1,
+            discontinuity: false,
+            init: 5,
+            target_duration: 2,
+            part_target: 0.334,
+            closed_at_ms: 0,
+            size: data.len() as u64,
+            crc32: crc32fast::hash(&data),
+        };
+        (meta, data)
+    }
+
+    fn ll_store() -> Arc<Store> {
+        let store = Store::new(&StoreConfig {
+            cache_bytes: 1 << 20,
+            segment_ttl: Duration::from_secs(60),
+            window_segments: 6,
+        });
+        store.insert_init(
+            &common::InitMeta {
+                stream: "cam".into(),
+                broadcast: "b".into(),
+                init: 5,
+                codecs: String::new(),
+                size: 4,
+                crc32: 0,
+            },
+            Bytes::from_static(b"init"),
+        );
+        for k in 0..3 {
+            let (m, d) = ll_part(5, k, k == 2);
+            store.insert_part(&m, d);
+        }
+        let (m, d) = ll_part(6, 0, false);
+        store.insert_part(&m, d);
+        Arc::new(store)
+    }
+
+    #[tokio::test]
+    async fn blocking_reload_waits_for_the_part_and_is_woken_by_its_arrival() {
+        let store = ll_store();
+        let (status, h, body) = send(&store, get("/live/cam/ll.m3u8")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(header(&h, "content-type"), PLAYLIST_CONTENT_TYPE);
+        let text = String::from_utf8(body.to_vec()).expect("utf8");
+        assert!(
+            text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"6.1.m4s\"\n"),
+            "{text}"
+        );
+        // Already there: answered at once.
+        let (status, _, _) = send(&store, get("/live/cam/ll.m3u8?_HLS_msn=6&_HLS_part=0")).await;
+        assert_eq!(status, StatusCode::OK);
+        // Too far ahead, or a part without a segment number: 400.
+        for uri in [
+            "/live/cam/ll.m3u8?_HLS_msn=9",
+            "/live/cam/ll.m3u8?_HLS_part=1",
+            "/live/cam/ll.m3u8?_HLS_msn=x",
+        ] {
+            assert_eq!(
+                send(&store, get(uri)).await.0,
+                StatusCode::BAD_REQUEST,
+                "{uri}"
+            );
+        }
+        // The next part: the request waits until the consumer inserts it.
+        let started = std::time::Instant::now();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            async move { send(&store, get("/live/cam/ll.m3u8?_HLS_msn=6&_HLS_part=1")).await }
+        });
+        let part_request = tokio::spawn({
+            let store = store.clone();
+            async move { send(&store, get("/live/cam/6.1.m4s")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished() && !part_request.is_finished());
+        let (m, d) = ll_part(6, 1, false);
+        store.insert_part(&m, d.clone());
+        let (status, _, body) = waiting.await.expect("task");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(status, StatusCode::OK);
+        assert!(std::str::from_utf8(&body)
+            .expect("utf8")
+            .contains("\"6.1.m4s\""));
+        let (status, h, body) = part_request.await.expect("task");
+        assert_eq!((status, body), (StatusCode::OK, d));
+        assert_eq!(header(&h, "content-type"), FMP4_CONTENT_TYPE);
+        // A part nobody announced is not waited for.
+        assert_eq!(
+            send(&store, get("/live/cam/9.0.m4s")).await.0,
+            StatusCode::NOT_FOUND
+        );
+        // Whole segment 5 is its parts back to back; the init is served as sent.
+        let (status, _, body) = send(&store, get("/live/cam/5.mp4")).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut whole = Vec::new();
+        for k in 0..3 {
+            whole.extend_from_slice(&ll_part(5, k, false).1);
+        }
+        assert_eq!(body, whole);
+        assert_eq!(send(&store, get("/live/cam/init-5.mp4")).await.2, "init");
+        assert_eq!(
+            send(&store, get("/live/cam/6.mp4")).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blocking_reload_gives_up_after_three_target_durations() {
+        let store = ll_store();
+        let started = tokio::time::Instant::now();
+        let (status, _, _) = send(&store, get("/live/cam/ll.m3u8?_HLS_msn=7&_HLS_part=0")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(started.elapsed(), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn object_uris_have_one_spelling() {
+        assert_eq!(parse_object_uri("17.ts"), Some(Uri::Ts(17)));
+        assert_eq!(parse_object_uri("17.mp4"), Some(Uri::Fmp4Segment(17)));
+        assert_eq!(parse_object_uri("init-17.mp4"), Some(Uri::Init(17)));
+        assert_eq!(parse_object_uri("17.3.m4s"), Some(Uri::Part(17, 3)));
+        for bad in [
+            "017.ts",
+            "17.03.m4s",
+            "17.m4s",
+            "init-.mp4",
+            "+1.ts",
+            "1.2.3.m4s",
+            "17.99999999999.m4s",
+        ] {
+            assert_eq!(parse_object_uri(bad), None, "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! `cdn-edge`: consumes the LiveDTO topic into memory and serves HLS to viewers.
 //!
 //! The library holds every piece so tests can drive them without a broker or a socket:
-//! [`playlist`] (pure RFC 8216 rendering), [`store`] (segment cache and per-stream state), [`consumer`]
+//! [`playlist`] (pure RFC 8216 rendering), [`ll`] (the low-latency playlist, RFC 8216bis), [`store`] (segment cache and per-stream state), [`consumer`]
 //! (Kafka records -> reassembled segments -> store), [`http`] (the viewer-facing router), [`watch`] (the
 //! browser pages and player assets), [`metrics`] (Prometheus exposition), [`viewers`] (bounded concurrent
 //! viewer counting) and [`config`].
@@ -12,6 +12,7 @@
 pub mod config;
 pub mod consumer;
 pub mod http;
+pub mod ll;
 pub mod metrics;
 pub mod playlist;
 pub mod stats;

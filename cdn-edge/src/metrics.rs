@@ -145,6 +145,11 @@ pub fn render(store: &Store, telemetry: &Telemetry, now: Instant) -> String {
         "Time from the origin closing a segment (closed_at_ms) to this edge listing it; negative clock skew counts as 0.",
         &stats.availability_latency.snapshot(),
     );
+    x.histogram(
+        "cdn_edge_part_availability_latency_seconds",
+        "Time from the origin closing an LL-HLS part (closed_at_ms) to this edge listing it; negative clock skew counts as 0.",
+        &stats.part_availability_latency.snapshot(),
+    );
 
     // Cache. moka counts lazily; settling its pending work first makes a scrape exact, and costs
     // only what the next cache access would have done anyway.

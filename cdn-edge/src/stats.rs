@@ -33,6 +33,8 @@ pub struct Stats {
     pub cache_misses: AtomicU64,
     /// Time from the origin closing a segment to this edge listing it.
     pub availability_latency: Histogram,
+    /// Origin closed an LL-HLS part -> this edge listed it (while caught up).
+    pub part_availability_latency: Histogram,
 }
 
 impl Stats {

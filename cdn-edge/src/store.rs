@@ -6,19 +6,42 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::{CompleteSegment, StreamEnd};
+use bytes::{Bytes, BytesMut};
+use common::{CompleteSegment, InitMeta, PartMeta, StreamEnd};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::ll::{LlPlaylist, PartOutcome};
 use crate::playlist::{Playlist, SegmentOutcome};
 use crate::stats::Stats;
 
 /// Bytes charged per cache entry on top of the segment itself (key, map slot, moka's bookkeeping), so a
 /// flood of tiny segments is bounded too.
 const ENTRY_OVERHEAD: usize = 128;
+
+/// What the byte cache holds for a stream: segments of both renditions share one budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Object {
+    /// MPEG-TS segment `<seq>.ts`.
+    Ts(u64),
+    /// fMP4 init segment `init-<id>.mp4`.
+    Init(u64),
+    /// fMP4 part `<seq>.<part>.m4s`.
+    Part(u64, u32),
+}
+
+/// The low-latency playlist of a stream, rendered, and the signal blocking requests wait on.
+struct LlState {
+    playlist: LlPlaylist,
+    rendered: Bytes,
+    last_activity: Instant,
+    /// Bumped whenever the playlist changes; blocking requests wait for it (woken by the consumer,
+    /// never by polling).
+    changed: watch::Sender<u64>,
+}
 
 /// Sizes and lifetimes of the store.
 #[derive(Debug, Clone)]
@@ -70,8 +93,9 @@ pub struct Silent {
 
 /// Segments and playlists of every stream this edge has seen recently.
 pub struct Store {
-    segments: Cache<(String, u64), Bytes>,
+    segments: Cache<(String, Object), Bytes>,
     streams: RwLock<HashMap<String, StreamState>>,
+    ll: RwLock<HashMap<String, LlState>>,
     window: usize,
     idle_after: Duration,
     capacity: u64,
@@ -94,7 +118,7 @@ impl Store {
     pub fn new(config: &StoreConfig) -> Self {
         let segments = Cache::builder()
             .max_capacity(config.cache_bytes)
-            .weigher(|key: &(String, u64), value: &Bytes| {
+            .weigher(|key: &(String, Object), value: &Bytes| {
                 u32::try_from(value.len() + key.0.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .time_to_live(config.segment_ttl)
@@ -105,6 +129,7 @@ impl Store {
         Self {
             segments,
             streams: RwLock::new(HashMap::new()),
+            ll: RwLock::new(HashMap::new()),
             window: config.window_segments.max(1),
             idle_after: config.segment_ttl,
             capacity: config.cache_bytes,
@@ -129,7 +154,8 @@ impl Store {
             return Inserted::Duplicate;
         }
         // Bytes first, playlist second: a player never sees a URI whose bytes are not there yet.
-        self.segments.insert((meta.stream.clone(), meta.seq), data);
+        self.segments
+            .insert((meta.stream.clone(), Object::Ts(meta.seq)), data);
 
         let mut streams = self.write();
         let (state, first) = match streams.entry(meta.stream.clone()) {
@@ -165,6 +191,11 @@ impl Store {
 
     /// Applies the end of a broadcast; returns whether the stream's playlist changed.
     pub fn end_stream(&self, end: &StreamEnd) -> bool {
+        let ll_changed = self.update_ll(&end.stream, |p| p.end(end));
+        self.end_ts_stream(end) || ll_changed
+    }
+
+    fn end_ts_stream(&self, end: &StreamEnd) -> bool {
         let mut streams = self.write();
         let Some(state) = streams.get_mut(&end.stream) else {
             return false;
@@ -236,7 +267,12 @@ impl Store {
 
     /// A segment's bytes, if still cached (shared, not copied). Counts a cache hit or miss.
     pub fn segment(&self, stream: &str, seq: u64) -> Option<Bytes> {
-        let found = self.segments.get(&(stream.to_owned(), seq));
+        self.object(stream, Object::Ts(seq))
+    }
+
+    /// Any cached object's bytes (shared, not copied). Counts a cache hit or miss.
+    pub fn object(&self, stream: &str, object: Object) -> Option<Bytes> {
+        let found = self.segments.get(&(stream.to_owned(), object));
         let counter = if found.is_some() {
             &self.stats.cache_hits
         } else {
@@ -293,6 +329,9 @@ impl Store {
 
     /// [`Store::sweep`] as if it were `now`.
     pub fn sweep_at(&self, now: Instant) -> usize {
+        self.ll_write().retain(|_, state| {
+            now.saturating_duration_since(state.last_activity) < self.idle_after
+        });
         let mut streams = self.write();
         let before = streams.len();
         streams.retain(|stream, state| {
@@ -303,6 +342,91 @@ impl Store {
             keep
         });
         before - streams.len()
+    }
+
+    /// Adds a verified init segment of the low-latency rendition (repeats are ignored).
+    pub fn insert_init(&self, meta: &InitMeta, data: Bytes) {
+        let key = (meta.stream.clone(), Object::Init(meta.init));
+        if !self.segments.contains_key(&key) {
+            self.segments.insert(key, data);
+        }
+        self.update_ll(&meta.stream, |p| {
+            p.push_init(meta.init);
+            // Knowing an init changes nothing listed until its parts come.
+            false
+        });
+    }
+
+    /// Adds a verified part of the low-latency rendition: bytes first, then the playlist, then wakes
+    /// the requests waiting for it. Returns whether the playlist changed.
+    pub fn insert_part(&self, meta: &PartMeta, data: Bytes) -> bool {
+        let key = (meta.stream.clone(), Object::Part(meta.seq, meta.part));
+        let known = self
+            .ll_read()
+            .get(&meta.stream)
+            .is_some_and(|s| s.playlist.has(meta.seq, Some(meta.part)) && !s.playlist.ended());
+        if known {
+            return false;
+        }
+        self.segments.insert(key, data);
+        self.update_ll(&meta.stream, |p| p.push_part(meta) == PartOutcome::Added)
+    }
+
+    /// Applies `change` to a stream's low-latency playlist (created if new); when it says the playlist
+    /// changed, re-renders it and wakes waiting requests.
+    fn update_ll(&self, stream: &str, change: impl FnOnce(&mut LlPlaylist) -> bool) -> bool {
+        let mut all = self.ll_write();
+        let state = all.entry(stream.to_owned()).or_insert_with(|| LlState {
+            playlist: LlPlaylist::new(self.window),
+            rendered: Bytes::new(),
+            last_activity: Instant::now(),
+            changed: watch::Sender::new(0),
+        });
+        state.last_activity = Instant::now();
+        if !change(&mut state.playlist) {
+            return false;
+        }
+        state.rendered = Bytes::from(state.playlist.render());
+        state.changed.send_modify(|v| *v = v.wrapping_add(1));
+        true
+    }
+
+    /// The rendered low-latency playlist, if the stream has one with at least one part.
+    pub fn ll_playlist(&self, stream: &str) -> Option<Bytes> {
+        self.ll_read()
+            .get(stream)
+            .filter(|s| !s.playlist.is_empty())
+            .map(|s| s.rendered.clone())
+    }
+
+    /// Reads the stream's low-latency playlist state with `f`, if the stream is known.
+    pub fn ll_with<T>(&self, stream: &str, f: impl FnOnce(&LlPlaylist) -> T) -> Option<T> {
+        self.ll_read().get(stream).map(|s| f(&s.playlist))
+    }
+
+    /// A receiver that wakes when the stream's low-latency playlist changes; subscribe before
+    /// checking the condition waited for, so no change in between is missed.
+    pub fn ll_subscribe(&self, stream: &str) -> Option<watch::Receiver<u64>> {
+        self.ll_read().get(stream).map(|s| s.changed.subscribe())
+    }
+
+    /// The whole fMP4 segment `seq` (its parts concatenated), if it is complete and every part is
+    /// still cached.
+    pub fn ll_segment(&self, stream: &str, seq: u64) -> Option<Bytes> {
+        let parts = self.ll_with(stream, |p| p.complete_parts(seq))??;
+        let mut out = BytesMut::new();
+        for k in 0..parts {
+            out.extend_from_slice(&self.object(stream, Object::Part(seq, k))?);
+        }
+        Some(out.freeze())
+    }
+
+    fn ll_read(&self) -> RwLockReadGuard<'_, HashMap<String, LlState>> {
+        self.ll.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ll_write(&self) -> RwLockWriteGuard<'_, HashMap<String, LlState>> {
+        self.ll.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     // A panic while holding the lock cannot leave a stream half-updated in a way that matters (each

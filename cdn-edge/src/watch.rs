@@ -174,7 +174,7 @@ pub fn render_watch(stream: &str, have_hls_js: bool) -> String {
     let playlist = format!("../live/{name}/index.m3u8");
     let mut html = head(&format!("{stream} · live"), "../assets/watch.css");
     html.push_str(&format!(
-        "<body>\n<main id=\"watch\" data-playlist=\"{playlist}\">\n\
+        "<body>\n<main id=\"watch\" data-playlist=\"{playlist}\" data-ll-playlist=\"../live/{name}/ll.m3u8\">\n\
          <nav class=\"bar\"><a class=\"back\" href=\"../\">&larr; All streams</a></nav>\n\
          <div class=\"title\"><h1>{name}</h1><span id=\"state\" class=\"badge connecting\">Connecting…</span></div>\n\
          <div class=\"player\"><video id=\"video\" controls muted playsinline></video>\

@@ -15,8 +15,8 @@ pub mod stream_name;
 
 pub use chunking::{split_segment, ChunkPlan};
 pub use message::{
-    decode_meta, encode_meta, DecodeError, LiveMessage, SegmentMeta, StreamEnd, StreamStart,
-    META_HEADER, SCHEMA_VERSION,
+    decode_meta, encode_meta, DecodeError, InitMeta, LiveMessage, PartMeta, SegmentMeta, StreamEnd,
+    StreamStart, META_HEADER, SCHEMA_VERSION,
 };
 pub use reassembly::{CompleteSegment, Reassembler, ReassemblyError};
 pub use stream_name::{validate_stream_name, StreamNameError};

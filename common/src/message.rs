@@ -19,6 +19,10 @@ pub enum LiveMessage {
     Segment(SegmentMeta),
     /// A broadcast ended (record value empty); playlists get `#EXT-X-ENDLIST`.
     StreamEnd(StreamEnd),
+    /// The fMP4 initialization segment of the low-latency rendition (record value: its bytes).
+    Init(InitMeta),
+    /// One fMP4 partial segment of the low-latency rendition (record value: its bytes).
+    Part(PartMeta),
 }
 
 impl LiveMessage {
@@ -28,6 +32,8 @@ impl LiveMessage {
             LiveMessage::StreamStart(m) => &m.stream,
             LiveMessage::Segment(m) => &m.stream,
             LiveMessage::StreamEnd(m) => &m.stream,
+            LiveMessage::Init(m) => &m.stream,
+            LiveMessage::Part(m) => &m.stream,
         }
     }
 }
@@ -96,6 +102,63 @@ pub struct SegmentMeta {
     pub offset: u64,
 }
 
+/// The initialization segment (`ftyp` + `moov`) that the parts of the low-latency rendition from
+/// segment `init` on need. Sent once per broadcast and again after a codec or track change, always
+/// before the first part that uses it, in one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitMeta {
+    /// Stream name.
+    pub stream: String,
+    /// Broadcast the init segment belongs to.
+    pub broadcast: String,
+    /// Identifier: the media sequence number of the first segment that uses it (`init-<init>.mp4`).
+    pub init: u64,
+    /// RFC 6381 codecs of its tracks.
+    pub codecs: String,
+    /// Size of the record value in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the record value.
+    pub crc32: u32,
+}
+
+/// One partial segment (RFC 8216bis 4.4.4.9) of the low-latency rendition: a `moof` + `mdat` fragment
+/// holding the frames of part `part` of segment `seq`, in one record. The parts of a segment together
+/// hold exactly the frames of the MPEG-TS segment with the same `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartMeta {
+    /// Stream name.
+    pub stream: String,
+    /// Broadcast the part belongs to.
+    pub broadcast: String,
+    /// Media sequence number of the segment the part belongs to.
+    pub seq: u64,
+    /// Index of the part in its segment, from 0.
+    pub part: u32,
+    /// Media duration in seconds (`#EXT-X-PART:DURATION`).
+    pub duration: f64,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+    /// The last part of its segment: the segment is complete.
+    pub last: bool,
+    /// Discontinuity sequence number of the segment (as in [`SegmentMeta::disc_seq`]).
+    pub disc_seq: u64,
+    /// The segment starts a new timeline or codec configuration.
+    pub discontinuity: bool,
+    /// The init segment the part needs ([`InitMeta::init`]).
+    pub init: u64,
+    /// Target duration in whole seconds (as in [`SegmentMeta::target_duration`]).
+    pub target_duration: u32,
+    /// Part target duration in seconds (`#EXT-X-PART-INF:PART-TARGET`): never below the configured
+    /// one, raised by any longer part of the broadcast.
+    pub part_target: f64,
+    /// Wall-clock time the origin closed the part, Unix milliseconds.
+    pub closed_at_ms: u64,
+    /// Size of the record value in bytes.
+    pub size: u64,
+    /// CRC-32 (IEEE) of the record value.
+    pub crc32: u32,
+}
+
 #[cfg(any(test, feature = "test-util"))]
 impl SegmentMeta {
     /// A plain 2-second, single-chunk segment with every other number zero: the starting point of test
@@ -133,7 +196,13 @@ pub enum DecodeError {
     /// The header names a schema version this build does not read.
     #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
     UnsupportedVersion(u64),
+    /// A `kind` this build does not know: a newer origin added it. Consumers skip such records.
+    #[error("unknown message kind `{0}` (from a newer origin?); skipped")]
+    UnknownKind(String),
 }
+
+/// Every `kind` this build reads.
+const KINDS: [&str; 5] = ["stream_start", "segment", "stream_end", "init", "part"];
 
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
@@ -145,6 +214,8 @@ struct EnvelopeOut<'a> {
 #[derive(Deserialize)]
 struct VersionOnly {
     v: u64,
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 /// Encodes a message's metadata as the JSON value of the `livedto` header.
@@ -161,9 +232,12 @@ pub fn encode_meta(msg: &LiveMessage) -> Vec<u8> {
 pub fn decode_meta(header: Option<&[u8]>) -> Result<LiveMessage, DecodeError> {
     let raw = header.ok_or(DecodeError::MissingHeader)?;
     // Check the version before the shape, so a future schema is reported as such, not as garbage.
-    let VersionOnly { v } = serde_json::from_slice(raw)?;
+    let VersionOnly { v, kind } = serde_json::from_slice(raw)?;
     if v != u64::from(SCHEMA_VERSION) {
         return Err(DecodeError::UnsupportedVersion(v));
+    }
+    if let Some(kind) = kind.filter(|k| !KINDS.contains(&k.as_str())) {
+        return Err(DecodeError::UnknownKind(kind));
     }
     Ok(serde_json::from_slice(raw)?)
 }
@@ -208,6 +282,31 @@ mod tests {
                 ended_at_ms: 9,
                 last_seq: None,
             }),
+            LiveMessage::Init(InitMeta {
+                stream: "cam1".into(),
+                broadcast: "b1".into(),
+                init: 17_000_000_001,
+                codecs: "avc1.64001f,mp4a.40.2".into(),
+                size: 700,
+                crc32: 1,
+            }),
+            LiveMessage::Part(PartMeta {
+                stream: "cam1".into(),
+                broadcast: "b1".into(),
+                seq: 17_000_000_001,
+                part: 3,
+                duration: 0.334,
+                independent: false,
+                last: true,
+                disc_seq: 3,
+                discontinuity: false,
+                init: 17_000_000_001,
+                target_duration: 2,
+                part_target: 0.334,
+                closed_at_ms: 1_700_000_000_000,
+                size: 40_000,
+                crc32: 2,
+            }),
         ];
         for msg in msgs {
             let raw = encode_meta(&msg);
@@ -238,6 +337,10 @@ mod tests {
         ));
         assert!(matches!(
             decode_meta(Some(br#"{"v":1,"kind":"teleport"}"#)),
+            Err(DecodeError::UnknownKind(k)) if k == "teleport"
+        ));
+        assert!(matches!(
+            decode_meta(Some(br#"{"v":1,"kind":"segment"}"#)),
             Err(DecodeError::Malformed(_))
         ));
     }

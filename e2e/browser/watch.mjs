@@ -43,6 +43,7 @@ const snapshot = () => {
     state: w.state || null,
     badge: (document.getElementById('state') || {}).textContent || null,
     engine: w.engine || null,
+    lowLatency: !!w.lowLatency,
     errors: w.errors || [],
     message: msg && !msg.hidden ? msg.textContent : '',
     hlsLoaded: typeof window.Hls === 'function',

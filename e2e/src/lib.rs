@@ -6,6 +6,7 @@
 //! output goes to a log file under the test's temp directory so a failure can be read afterwards.
 
 pub mod faults;
+pub mod ll_playlist;
 pub mod manager;
 pub mod playlist;
 pub mod probe;

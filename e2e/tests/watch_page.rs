@@ -140,6 +140,11 @@ fn watch_page_plays_in_headless_chromium() -> Result<()> {
         "Chromium should play with hls.js, got {}",
         playing["engine"]
     );
+    // media produces the low-latency rendition by default, and the page prefers it.
+    ensure!(
+        playing["lowLatency"] == true,
+        "the watch page should play ll.m3u8: {playing}"
+    );
     ensure!(
         current >= MIN_PLAYED_SECONDS && advanced >= MIN_PLAYED_SECONDS,
         "video.currentTime should pass {MIN_PLAYED_SECONDS} s and advance that much; got {current:.2} s \

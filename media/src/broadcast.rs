@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{LiveMessage, SegmentMeta, StreamEnd, StreamStart};
+use common::{InitMeta, LiveMessage, PartMeta, SegmentMeta, StreamEnd, StreamStart};
 use media::remux::{RemuxError, Segment, Segmenter, SegmenterConfig};
 use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
@@ -28,15 +28,21 @@ pub struct Broadcast {
     dropped: u64,
     /// The broadcast's recording (`--record all`); ends when dropped.
     recording: Option<Recording>,
+    /// Running `PART-TARGET` in ms: never below the configured one, raised by any longer part.
+    part_target_ms: u64,
+    /// Id and bytes of the init segment the low-latency parts use now.
+    init: Option<(u64, Bytes)>,
 }
 
 impl Broadcast {
     /// Starts a broadcast on a claimed name and announces it on the topic.
+    /// `part_target` enables the low-latency rendition (fMP4 parts of about that duration).
     pub async fn start(
         claim: Claim,
         producer: ProducerHandle,
         segment: Duration,
         recording: Option<Recording>,
+        part_target: Option<Duration>,
     ) -> Self {
         let start = StreamStart {
             stream: claim.stream().to_owned(),
@@ -48,11 +54,15 @@ impl Broadcast {
             warn!(error = %e, "stream start not queued");
         }
         let target_ms = segment.as_millis() as u64;
-        let segmenter = Segmenter::new(SegmenterConfig {
+        let mut segmenter = Segmenter::new(SegmenterConfig {
             target_duration_ms: target_ms,
             // A publisher with a huge GOP still gets segments; beyond this they are cut without a keyframe.
             max_duration_ms: (target_ms * 10).max(10_000),
         });
+        let part_target_ms = part_target.map_or(0, |p| p.as_millis() as u64);
+        if part_target_ms > 0 {
+            segmenter.enable_parts(part_target_ms);
+        }
         info!(broadcast = %claim.broadcast, first_seq = claim.peek_seq(), "broadcast started");
         Self {
             target_duration: (segment.as_secs_f64().round() as u32).max(1),
@@ -62,6 +72,8 @@ impl Broadcast {
             segments: 0,
             dropped: 0,
             recording,
+            part_target_ms,
+            init: None,
         }
     }
 
@@ -91,7 +103,9 @@ impl Broadcast {
             timestamp: timestamp_ms,
             data: payload.clone(),
         });
-        if let Some(seg) = self.segmenter.push_video(timestamp_ms, payload)? {
+        let seg = self.segmenter.push_video(timestamp_ms, payload)?;
+        self.emit_parts(seg.as_ref());
+        if let Some(seg) = seg {
             self.emit(seg);
         }
         Ok(())
@@ -106,7 +120,9 @@ impl Broadcast {
             timestamp: timestamp_ms,
             data: payload.clone(),
         });
-        if let Some(seg) = self.segmenter.push_audio(timestamp_ms, payload)? {
+        let seg = self.segmenter.push_audio(timestamp_ms, payload)?;
+        self.emit_parts(seg.as_ref());
+        if let Some(seg) = seg {
             self.emit(seg);
         }
         Ok(())
@@ -114,7 +130,9 @@ impl Broadcast {
 
     /// Closes the open segment and announces the end; releases the name when dropped.
     pub async fn end(mut self) {
-        if let Some(seg) = self.segmenter.finish() {
+        let seg = self.segmenter.finish();
+        self.emit_parts(seg.as_ref());
+        if let Some(seg) = seg {
             self.emit(seg);
         }
         // Ends the recording: its writer finishes the files after the last segment.
@@ -137,6 +155,69 @@ impl Broadcast {
             dropped = self.dropped,
             "broadcast ended"
         );
+    }
+
+    /// Produces the low-latency parts the last push closed, each as soon as it closed. They belong to
+    /// `closing` if that push also closed a segment, else to the segment still open; either way the
+    /// one [`Claim::next`] numbers next, so they go out before it.
+    fn emit_parts(&mut self, closing: Option<&Segment>) {
+        let parts = self.segmenter.take_parts();
+        if parts.is_empty() {
+            return;
+        }
+        let discontinuity = closing.map_or_else(
+            || self.segmenter.open_segment_discontinuous(),
+            |s| s.discontinuity,
+        );
+        let n = self.claim.peek(discontinuity);
+        let codecs = self.segmenter.tracks().codecs();
+        for part in parts {
+            if let Some(init) = part.init {
+                self.init = Some((n.seq, init));
+            }
+            let Some((init_id, init)) = self.init.clone() else {
+                continue; // unreachable: the first part always carries an init
+            };
+            // The init goes out again before every segment's first part (it is under a kilobyte):
+            // an edge that starts mid-broadcast reads only the last seconds of the topic.
+            if part.index == 0 {
+                let meta = InitMeta {
+                    stream: self.claim.stream().to_owned(),
+                    broadcast: self.claim.broadcast.clone(),
+                    init: init_id,
+                    codecs: codecs.clone(),
+                    size: init.len() as u64,
+                    crc32: crc32fast::hash(&init),
+                };
+                if let Err(e) = self.producer.send_single(LiveMessage::Init(meta), init) {
+                    warn!(seq = n.seq, error = %e, "init segment of the low-latency rendition dropped");
+                }
+            }
+            self.part_target_ms = self.part_target_ms.max(part.duration_ms);
+            let meta = PartMeta {
+                stream: self.claim.stream().to_owned(),
+                broadcast: self.claim.broadcast.clone(),
+                seq: n.seq,
+                part: part.index,
+                duration: part.duration_ms as f64 / 1000.0,
+                independent: part.independent,
+                last: part.last,
+                disc_seq: n.disc_seq,
+                discontinuity: n.discontinuity,
+                init: init_id,
+                target_duration: self.target_duration,
+                part_target: self.part_target_ms as f64 / 1000.0,
+                closed_at_ms: unix_ms(),
+                size: part.data.len() as u64,
+                crc32: crc32fast::hash(&part.data),
+            };
+            if let Err(e) = self
+                .producer
+                .send_single(LiveMessage::Part(meta), part.data)
+            {
+                warn!(seq = n.seq, part = part.index, error = %e, "low-latency part dropped");
+            }
+        }
     }
 
     fn emit(&mut self, seg: Segment) {

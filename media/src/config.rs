@@ -38,6 +38,11 @@ pub struct Args {
     /// Target segment duration in seconds; segments are cut on the first keyframe after it [default: 2].
     #[arg(long, env = "MEDIA_SEGMENT_SECONDS")]
     pub segment_seconds: Option<f64>,
+    /// Part target of the low-latency HLS rendition in milliseconds: segments are also cut into fMP4
+    /// parts of at most about this long, produced as soon as each closes; 0 turns the rendition off
+    /// (halves the topic's bytes) [default: 334].
+    #[arg(long, env = "MEDIA_PART_TARGET_MS")]
+    pub part_target_ms: Option<u64>,
     /// Largest Kafka record the producer may send, in bytes; segments are split into chunks below it and
     /// librdkafka's `message.max.bytes` is set to it. Keep it <= the topic's `max.message.bytes`
     /// [default: 1000000].
@@ -121,6 +126,7 @@ pub struct Config {
     pub kafka_brokers: String,
     pub topic: String,
     pub segment: Duration,
+    pub part_target: Option<Duration>,
     pub max_message_bytes: usize,
     pub max_queue_bytes: usize,
     pub app: String,
@@ -160,6 +166,15 @@ impl Config {
         let segment_seconds = cli.segment_seconds.or(file.segment_seconds).unwrap_or(2.0);
         if !(0.1..=60.0).contains(&segment_seconds) {
             bail!("--segment-seconds must be between 0.1 and 60, got {segment_seconds}");
+        }
+        let part_target_ms = cli.part_target_ms.or(file.part_target_ms).unwrap_or(334);
+        if part_target_ms != 0 && !(100..=5000).contains(&part_target_ms) {
+            bail!("--part-target-ms must be 0 (off) or between 100 and 5000, got {part_target_ms}");
+        }
+        if part_target_ms as f64 > segment_seconds * 1000.0 {
+            bail!(
+                "--part-target-ms ({part_target_ms}) must not exceed --segment-seconds ({segment_seconds} s): lower it, or 0 turns low-latency HLS off"
+            );
         }
         let max_message_bytes = cli
             .max_message_bytes
@@ -212,6 +227,7 @@ impl Config {
                 .or(file.topic)
                 .unwrap_or_else(|| "live-topic".into()),
             segment: Duration::from_secs_f64(segment_seconds),
+            part_target: (part_target_ms > 0).then(|| Duration::from_millis(part_target_ms)),
             max_message_bytes,
             max_queue_bytes: cli
                 .max_queue_bytes
@@ -347,5 +363,27 @@ mod tests {
         assert_eq!(cfg.topic, "from-flag");
         assert_eq!(cfg.segment, Duration::from_secs(4));
         assert_eq!(cfg.kafka_brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn part_target_is_bounded_and_zero_turns_it_off() {
+        let load = |part: Option<u64>, segment: Option<f64>| {
+            Config::load(Args {
+                part_target_ms: part,
+                segment_seconds: segment,
+                ..Args::default()
+            })
+        };
+        let default = load(None, None).expect("defaults");
+        assert_eq!(default.part_target, Some(Duration::from_millis(334)));
+        assert_eq!(load(Some(0), None).expect("off").part_target, None);
+        assert_eq!(
+            load(Some(500), None).expect("500 ms").part_target,
+            Some(Duration::from_millis(500))
+        );
+        let err = load(Some(50), None).expect_err("too short");
+        assert!(format!("{err}").contains("--part-target-ms"), "{err}");
+        let err = load(Some(1500), Some(1.0)).expect_err("longer than a segment");
+        assert!(format!("{err}").contains("--segment-seconds"), "{err}");
     }
 }

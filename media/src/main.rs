@@ -113,6 +113,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         next_client_id: std::sync::atomic::AtomicU64::new(1),
         app: config.app.clone(),
         segment: config.segment,
+        part_target: config.part_target,
         handshake_timeout: config.handshake_timeout,
         idle_timeout: config.idle_timeout,
         registry: registry.clone(),

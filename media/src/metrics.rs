@@ -140,6 +140,20 @@ pub fn render(registry: &Registry, producer: &ProducerHandle, rtmp: &RtmpCounter
     );
     metric(
         &mut out,
+        "media_ll_parts_produced_total",
+        "counter",
+        "Low-latency HLS parts and init segments the broker acknowledged.",
+        p.parts_delivered.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "media_ll_parts_dropped_total",
+        "counter",
+        "Low-latency HLS parts and init segments dropped (queue full, or larger than a record).",
+        p.parts_dropped.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
         "media_kafka_produce_errors_total",
         "counter",
         "Records the producer failed to deliver.",

@@ -148,6 +148,10 @@ pub enum EnqueueError {
     /// The producer task has stopped (shutting down).
     #[error("producer has stopped")]
     Closed,
+    /// A low-latency part or init segment larger than one record (parts are never chunked: they
+    /// are small, and the TS rendition still carries the media).
+    #[error("{0} bytes do not fit in one record; dropped")]
+    TooLarge(usize),
 }
 
 /// Settings of the producer.
@@ -170,10 +174,20 @@ pub struct ProducerStats {
     pub delivery_errors: AtomicU64,
     /// Segment close -> broker acknowledged its last chunk.
     pub produce_latency: crate::metrics::Histogram,
+    /// Low-latency parts and init segments the broker acknowledged.
+    pub parts_delivered: AtomicU64,
+    /// Low-latency parts and init segments dropped (queue budget spent, or larger than a record).
+    pub parts_dropped: AtomicU64,
 }
 
 enum Work {
     Control(LiveMessage),
+    /// A low-latency part or init segment: one record.
+    Single {
+        msg: LiveMessage,
+        data: Bytes,
+        permit: OwnedSemaphorePermit,
+    },
     Segment {
         meta: SegmentMeta,
         data: Bytes,
@@ -187,6 +201,8 @@ pub struct ProducerHandle {
     tx: mpsc::Sender<Work>,
     budget: Arc<Semaphore>,
     budget_units: usize,
+    /// Largest record value (below `--max-message-bytes`).
+    max_record_bytes: usize,
     /// Counters.
     pub stats: Arc<ProducerStats>,
 }
@@ -233,6 +249,7 @@ pub fn start(
         tx,
         budget: budget.clone(),
         budget_units,
+        max_record_bytes: settings.max_message_bytes.saturating_sub(RECORD_OVERHEAD),
         stats: stats.clone(),
     };
     let task = run(
@@ -268,6 +285,34 @@ impl ProducerHandle {
                 }
                 mpsc::error::TrySendError::Closed(_) => EnqueueError::Closed,
             })
+    }
+
+    /// Queues a low-latency part or init segment (`msg` is its metadata) as one record, without
+    /// waiting; it shares the queue budget with segments, and is refused when that is spent. Records
+    /// of one stream keep the order they were queued in.
+    pub fn send_single(&self, msg: LiveMessage, data: Bytes) -> Result<(), EnqueueError> {
+        let refuse = |e| {
+            self.stats.parts_dropped.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        };
+        if data.len() > self.max_record_bytes {
+            return refuse(EnqueueError::TooLarge(data.len()));
+        }
+        let units = data.len().div_ceil(BUDGET_UNIT).clamp(1, self.budget_units);
+        let permit = match self.budget.clone().try_acquire_many_owned(units as u32) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(EnqueueError::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return refuse(EnqueueError::Full(self.queued_bytes()))
+            }
+        };
+        match self.tx.try_send(Work::Single { msg, data, permit }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                refuse(EnqueueError::Full(self.budget_units * BUDGET_UNIT))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(EnqueueError::Closed),
+        }
     }
 
     /// Queues a stream start/end message. These are small and must not be lost, so this waits for room
@@ -306,6 +351,25 @@ async fn run(
                     if let Err(e) = await_delivery(fut).await {
                         stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
                         error!(%stream, error = %e, "stream event not delivered");
+                    }
+                });
+            }
+            Work::Single { msg, data, permit } => {
+                let stream = msg.stream().to_owned();
+                let header = encode_meta(&msg);
+                let fut = enqueue(&producer, &topic, &stream, &header, &data).await;
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let result = await_delivery(fut).await;
+                    drop(permit);
+                    match result {
+                        Ok(()) => {
+                            stats.parts_delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                            error!(%stream, error = %e, "low-latency part not delivered");
+                        }
                     }
                 });
             }
@@ -509,6 +573,85 @@ mod tests {
         assert_eq!(records, 4);
         assert_eq!(whole.meta.seq, 7);
         assert_eq!(whole.data, data);
+    }
+
+    /// A low-latency part goes out as one record with its metadata; one larger than a record is
+    /// refused and counted, never chunked.
+    #[tokio::test]
+    async fn parts_travel_as_single_records_and_oversized_ones_are_dropped() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("live", 1, 1).expect("topic");
+        let (handle, task) = start(
+            ProducerSettings {
+                brokers: cluster.bootstrap_servers(),
+                topic: "live".into(),
+                max_message_bytes: 100_000,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(5),
+        )
+        .expect("producer");
+        let task = tokio::spawn(task);
+        let part = |size: usize| common::PartMeta {
+            stream: "cam".into(),
+            broadcast: "b".into(),
+            seq: 7,
+            part: 2,
+            duration: 0.334,
+            independent: false,
+            last: false,
+            disc_seq: 1,
+            discontinuity: false,
+            init: 7,
+            target_duration: 2,
+            part_target: 0.334,
+            closed_at_ms: 0,
+            size: size as u64,
+            crc32: 0,
+        };
+        let data = Bytes::from(vec![5u8; 50_000]);
+        handle
+            .send_single(LiveMessage::Part(part(data.len())), data.clone())
+            .expect("queued");
+        let big = Bytes::from(vec![0u8; 100_000]);
+        assert!(matches!(
+            handle.send_single(LiveMessage::Part(part(big.len())), big),
+            Err(EnqueueError::TooLarge(100_000))
+        ));
+        let stats = handle.stats.clone();
+        drop(handle);
+        task.await.expect("producer task");
+        assert_eq!(stats.parts_delivered.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.parts_dropped.load(Ordering::Relaxed), 1);
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "t")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("live", 0, Offset::Beginning)
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let msg = loop {
+            assert!(Instant::now() < deadline, "no record");
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                break m.expect("record");
+            }
+        };
+        assert_eq!(msg.key(), Some(&b"cam"[..]));
+        assert_eq!(msg.payload(), Some(&data[..]));
+        let header = msg.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == META_HEADER)
+                .and_then(|h| h.value)
+        });
+        assert_eq!(
+            decode_meta(header).expect("meta"),
+            LiveMessage::Part(part(data.len()))
+        );
     }
 
     #[tokio::test]

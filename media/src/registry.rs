@@ -147,6 +147,17 @@ impl Claim {
         (!self.first).then(|| self.next_seq - 1)
     }
 
+    /// The numbering [`Claim::next`] would give the next segment, without taking it: what the parts
+    /// of the open segment carry before the segment itself is numbered.
+    pub fn peek(&self, codec_changed: bool) -> Numbering {
+        let discontinuity = self.first || codec_changed;
+        Numbering {
+            seq: self.next_seq,
+            disc_seq: self.disc_seq + u64::from(discontinuity),
+            discontinuity,
+        }
+    }
+
     /// Numbers the next segment. The first segment of every broadcast starts a new timeline, and so does a
     /// segment the remuxer flags (codec configuration changed).
     pub fn next(&mut self, codec_changed: bool) -> Numbering {

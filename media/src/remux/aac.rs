@@ -120,6 +120,20 @@ impl AudioSpecificConfig {
         format!("mp4a.40.{}", self.object_type)
     }
 
+    /// The AudioSpecificConfig of what the ADTS headers signal (ISO/IEC 14496-3 1.6.2.1): the AAC core
+    /// with SBR/PS left implicit, frameLengthFlag kept. The fMP4 rendition (`esds`) declares this, so
+    /// both renditions describe the audio the same way.
+    pub fn core_config(&self) -> [u8; 2] {
+        let object_type = self.adts_profile + 1;
+        let frame_length_flag = u8::from(self.samples_per_frame == 960);
+        [
+            (object_type << 3) | (self.adts_frequency_index >> 1),
+            ((self.adts_frequency_index & 1) << 7)
+                | ((self.channel_config & 0x0f) << 3)
+                | (frame_length_flag << 2),
+        ]
+    }
+
     /// Duration of one frame in microseconds, used to decide how many frames share one PES.
     pub fn frame_duration_us(&self) -> u64 {
         u64::from(self.samples_per_frame) * 1_000_000 / u64::from(self.core_sample_rate.max(1))

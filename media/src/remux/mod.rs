@@ -9,12 +9,15 @@ pub mod avc;
 mod bits;
 mod error;
 pub mod flv;
+pub mod fmp4;
+pub mod parts;
 pub mod segmenter;
 pub mod sps;
 pub mod timestamp;
 pub mod ts;
 
 pub use error::RemuxError;
+pub use parts::Part;
 pub use segmenter::{
     AudioInfo, Segment, Segmenter, SegmenterConfig, TrackInfo, VideoInfo, AUDIO_HOLD_MS,
     PCR_DELAY_MS,

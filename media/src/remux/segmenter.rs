@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::aac::{AudioSpecificConfig, ADTS_HEADER_LEN};
 use super::avc::{self, AvcDecoderConfig, AUD, START_CODE};
 use super::flv::{self, AudioTag, VideoTag};
+use super::parts::{Part, PartBuilder};
 use super::timestamp::{ms_to_90khz, TimestampUnwrapper, Track};
 use super::ts::{
     PesHeader, ProgramTracks, TsMuxer, AUDIO_PID, STREAM_ID_AUDIO, STREAM_ID_VIDEO, VIDEO_PID,
@@ -219,6 +220,8 @@ pub struct Segmenter {
     /// Reused per access unit so splitting NAL units does not allocate.
     nalus: Vec<Bytes>,
     last_segment_len: usize,
+    /// The fMP4 partial-segment rendition, when enabled.
+    parts: Option<PartBuilder>,
 }
 
 impl Segmenter {
@@ -239,7 +242,24 @@ impl Segmenter {
             pending_audio: PendingAudio::default(),
             nalus: Vec::with_capacity(16),
             last_segment_len: 0,
+            parts: None,
         }
+    }
+
+    /// Also cuts every segment into fMP4 partial segments of about `part_target_ms` (low-latency HLS);
+    /// collect them with [`Segmenter::take_parts`] after every push. Call before the first push.
+    pub fn enable_parts(&mut self, part_target_ms: u64) {
+        self.parts = Some(PartBuilder::new(part_target_ms));
+    }
+
+    /// Partial segments closed since the last call, oldest first. The parts a push closed belong to
+    /// the segment that is open after it, unless that push (or `finish`) also returned a segment: then
+    /// they are that segment's last parts.
+    pub fn take_parts(&mut self) -> Vec<Part> {
+        self.parts
+            .as_mut()
+            .map(PartBuilder::take)
+            .unwrap_or_default()
     }
 
     /// From onMetaData: whether the publisher announced a video / audio track (None = not announced).
@@ -293,11 +313,20 @@ impl Segmenter {
         }
         self.held_audio.clear();
         self.flush_audio();
+        if let Some(parts) = &mut self.parts {
+            parts.close(None, true);
+        }
         let segment = self.segment.take()?.close(None);
         if let Some(s) = &segment {
             self.last_segment_len = s.data.len();
         }
         segment
+    }
+
+    /// Whether the open segment starts a new timeline or codec configuration (what its
+    /// `Segment::discontinuity` will say); false when no segment is open.
+    pub fn open_segment_discontinuous(&self) -> bool {
+        self.segment.as_ref().is_some_and(|s| s.discontinuity)
     }
 
     /// What is known about the tracks so far (for the stream's metadata/logs).
@@ -394,7 +423,7 @@ impl Segmenter {
             // Audio held so far precedes the keyframe and cannot be in a segment that starts with it.
             self.held_audio.clear();
             self.open_segment(self.desired_tracks(), false);
-            self.write_video(dts_ms, pts_ms, keyframe, &kind);
+            self.write_video(dts_ms, pts_ms, keyframe, &kind, data);
             return Ok(None);
         };
         let tracks = segment.tracks;
@@ -416,7 +445,13 @@ impl Segmenter {
         {
             finished = self.cut(dts_ms, tracks, false);
         }
-        self.write_video(dts_ms, pts_ms, keyframe, &kind);
+        if finished.is_none() {
+            let gap = self.clock.last_gap(Track::Video).unwrap_or(0);
+            if let Some(parts) = self.parts.as_mut().filter(|p| p.is_due(dts_ms, gap)) {
+                parts.close(Some(dts_ms), false);
+            }
+        }
+        self.write_video(dts_ms, pts_ms, keyframe, &kind, data);
         Ok(finished)
     }
 
@@ -473,6 +508,13 @@ impl Segmenter {
                 finished = self.cut(dts_ms, tracks, false);
             }
         }
+        // Audio-only: the audio paces the parts.
+        if finished.is_none() && !tracks.video {
+            let frame_ms = frame.duration_us.div_ceil(1000);
+            if let Some(parts) = self.parts.as_mut().filter(|p| p.is_due(dts_ms, frame_ms)) {
+                parts.close(Some(dts_ms), false);
+            }
+        }
         if tracks.audio {
             self.write_audio(frame);
         }
@@ -490,6 +532,14 @@ impl Segmenter {
         );
         let mut held = std::mem::take(&mut self.held_audio);
         for frame in held.drain(..) {
+            let frame_ms = frame.duration_us.div_ceil(1000);
+            if let Some(parts) = self
+                .parts
+                .as_mut()
+                .filter(|p| p.is_due(frame.dts_ms, frame_ms))
+            {
+                parts.close(Some(frame.dts_ms), false);
+            }
             self.write_audio(frame);
         }
         self.held_audio = held; // keep the capacity
@@ -502,6 +552,14 @@ impl Segmenter {
             self.last_segment_len + self.last_segment_len / 4
         };
         self.audio_config_changed = false;
+        if let Some(parts) = &mut self.parts {
+            let video = self.video_config.as_ref().filter(|_| tracks.video);
+            let audio = self.audio_config.as_ref().filter(|_| tracks.audio);
+            // A discontinuity may mean new parameter sets or another track set: a new init segment.
+            if discontinuity || !parts.init_matches(video.is_some(), audio.is_some()) {
+                parts.set_init(video, audio);
+            }
+        }
         self.segment = Some(OpenSegment {
             buf: BytesMut::with_capacity(capacity),
             tracks,
@@ -526,6 +584,9 @@ impl Segmenter {
             .as_ref()
             .is_some_and(|s| s.discontinuity && s.first.is_none());
         let closed = old.and_then(|s| s.close(Some(next_dts_ms)));
+        if let Some(parts) = &mut self.parts {
+            parts.close(Some(next_dts_ms), true);
+        }
         if let Some(s) = &closed {
             self.last_segment_len = s.data.len();
         }
@@ -541,6 +602,7 @@ impl Segmenter {
         pts_ms: u64,
         keyframe: bool,
         kind: &avc::AccessUnitKind,
+        data: &Bytes,
     ) {
         let interval = self.clock.last_gap(Track::Video).unwrap_or(0);
         let Self {
@@ -548,6 +610,7 @@ impl Segmenter {
             video_config: Some(config),
             nalus,
             muxer,
+            parts,
             ..
         } = self
         else {
@@ -581,6 +644,9 @@ impl Segmenter {
         segment.write_psi_once(muxer);
         muxer.write_pes(&mut segment.buf, &header, chunks);
         segment.note_frame(dts_ms, pts_ms, keyframe, interval);
+        if let Some(parts) = parts {
+            parts.push_video(dts_ms, pts_ms, keyframe, data.clone(), interval);
+        }
     }
 
     /// Adds one frame to the pending audio PES, flushing first when it would not belong with the
@@ -589,6 +655,9 @@ impl Segmenter {
         let Some(segment) = &mut self.segment else {
             return;
         };
+        if let Some(parts) = &mut self.parts {
+            parts.push_audio(frame.dts_ms, frame.data.clone(), frame.duration_us);
+        }
         segment.note_frame(
             frame.dts_ms,
             frame.dts_ms,
@@ -1021,6 +1090,78 @@ mod tests {
         let pids: Vec<u16> = demux(&joined.data).iter().map(|p| p.pid).collect();
         assert_eq!(pids, vec![VIDEO_PID, AUDIO_PID]);
         assert!(segments.is_empty());
+    }
+
+    #[test]
+    fn parts_tile_each_segment_and_stay_under_the_target() {
+        let mut s = Segmenter::new(config(2000, 10_000));
+        s.enable_parts(334);
+        s.push_video(0, seq_header(&SPS, &PPS)).unwrap();
+        s.push_audio(0, asc()).unwrap();
+        let mut segments = Vec::new();
+        let mut parts = Vec::new();
+        // 30 fps with millisecond timestamps (33/34 ms apart), a keyframe every 2 s, AAC frames in
+        // between: 6 s.
+        for i in 0..180usize {
+            let ts = (i as u64 * 1000 / 30) as u32;
+            let f = if i % 60 == 0 { idr(i) } else { inter(i) };
+            segments.extend(s.push_video(ts, f).unwrap());
+            parts.extend(s.take_parts());
+            s.push_audio(ts + 5, aac(i)).unwrap();
+            parts.extend(s.take_parts());
+        }
+        segments.extend(s.finish());
+        parts.extend(s.take_parts());
+        assert_eq!(segments.len(), 3);
+        // Each segment's parts run up to the one marked last.
+        let mut groups: Vec<Vec<Part>> = vec![Vec::new()];
+        for p in parts {
+            let last = p.last;
+            groups.last_mut().unwrap().push(p);
+            if last {
+                groups.push(Vec::new());
+            }
+        }
+        assert!(groups.pop().unwrap().is_empty());
+        assert_eq!(groups.len(), 3);
+        for (n, (seg, mine)) in segments.iter().zip(&groups).enumerate() {
+            let durations: Vec<u64> = mine.iter().map(|p| p.duration_ms).collect();
+            assert_eq!(
+                durations.iter().sum::<u64>(),
+                seg.duration_ms,
+                "{durations:?}"
+            );
+            assert_eq!(mine.len(), 6, "{durations:?}");
+            assert!(
+                durations.iter().all(|&d| (284..=334).contains(&d)),
+                "{durations:?}"
+            );
+            assert!(mine[0].independent && mine[1..].iter().all(|p| !p.independent));
+            let indexes: Vec<u32> = mine.iter().map(|p| p.index).collect();
+            assert_eq!(indexes, [0, 1, 2, 3, 4, 5]);
+            assert_eq!(mine[0].init.is_some(), n == 0);
+        }
+    }
+
+    #[test]
+    fn a_codec_change_brings_a_new_init_segment() {
+        let mut s = Segmenter::new(config(2000, 10_000));
+        s.enable_parts(334);
+        s.push_video(0, seq_header(&SPS, &PPS)).unwrap();
+        s.push_video(0, idr(0)).unwrap();
+        s.push_video(33, inter(1)).unwrap();
+        let mut sps2 = SPS;
+        sps2[3] = 0x1f;
+        s.push_video(50, seq_header(&sps2, &PPS)).unwrap();
+        s.push_video(66, idr(2)).unwrap().unwrap();
+        let first = s.take_parts();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].init.is_some() && first[0].last);
+        s.finish().unwrap();
+        let second = s.take_parts();
+        assert_eq!(second.len(), 1);
+        let init = second[0].init.as_ref().expect("new init after the change");
+        assert!(init.windows(sps2.len()).any(|w| w == sps2.as_slice()));
     }
 
     #[test]

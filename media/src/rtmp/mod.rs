@@ -32,6 +32,8 @@ pub struct ServerContext {
     pub app: String,
     /// Target segment duration.
     pub segment: Duration,
+    /// Part target of the low-latency rendition; `None` turns it off.
+    pub part_target: Option<Duration>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub registry: Registry,

@@ -536,6 +536,7 @@ impl Connection {
             self.ctx.producer.clone(),
             self.ctx.segment,
             recording,
+            self.ctx.part_target,
         )
         .await;
         self.active = Some(Active::Publishing {

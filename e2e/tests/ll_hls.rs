@@ -1,0 +1,443 @@
+//! Low-latency HLS end to end: ffmpeg publishes in real time to media, parts travel through Tansu,
+//! and two edges serve `ll.m3u8`. Checked with the independent LL playlist reader (spec rules), with
+//! ffprobe/ffmpeg (the fMP4 decodes, parts marked INDEPENDENT start with a keyframe, the fMP4 segment
+//! holds what the TS segment of the same number holds), and with blocking requests against both edges
+//! (a request for the next part returns once it exists, with the same bytes from both edges).
+//!
+//! The second test measures hls.js's live latency in headless Chromium (`e2e/browser/ll.mjs`) for LL-HLS
+//! and, side by side, for the plain TS playlist; it needs node, `npm ci` in `e2e/browser/` and
+//! `/usr/bin/chromium`, and is skipped with a note without them unless REQUIRE_BROWSER=1 (CI).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use e2e::ll_playlist::{self, part_numbers, LlPlaylist};
+use e2e::{get, poll, probe, publish, Broker, Edge, Media, Proc, Publish};
+use serde_json::Value;
+
+/// Tansu does not wake a waiting fetch (README, "Fetch wait and the local broker").
+const EDGE_ARGS: &[&str] = &["--kafka-option", "fetch.wait.max.ms=10"];
+
+fn ll(edge: &Edge, stream: &str, query: &str) -> Result<(LlPlaylist, Vec<u8>)> {
+    let r = get(&format!("{}{query}", edge.url(stream, "ll.m3u8")))?;
+    ensure!(r.status == 200, "ll.m3u8{query}: HTTP {}", r.status);
+    ensure!(
+        r.content_type == "application/vnd.apple.mpegurl",
+        "content type {}",
+        r.content_type
+    );
+    let text = String::from_utf8(r.body.clone())?;
+    let parsed = ll_playlist::parse(&text).with_context(|| format!("playlist:\n{text}"))?;
+    Ok((parsed, r.body))
+}
+
+fn fetch(edge: &Edge, stream: &str, file: &str) -> Result<Vec<u8>> {
+    let r = get(&edge.url(stream, file))?;
+    ensure!(r.status == 200, "{file}: HTTP {}", r.status);
+    Ok(r.body)
+}
+
+/// ffprobe's flags of the first video packet of `file` (`K` = keyframe).
+fn first_video_packet_flags(file: &Path) -> Result<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=flags", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .context("running ffprobe")?;
+    ensure!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn packet_counts(file: &Path) -> Result<(usize, usize)> {
+    let info = probe::probe(file)?;
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let video = text.lines().filter(|l| l.starts_with("video")).count();
+    let audio = text.lines().filter(|l| l.starts_with("audio")).count();
+    ensure!(!info.codecs.is_empty(), "no streams in {}", file.display());
+    Ok((video, audio))
+}
+
+#[test]
+fn ll_hls_parts_playlists_and_blocking_reload() -> Result<()> {
+    const STREAM: &str = "e2e-ll";
+    let dir = e2e::work_dir("ll_hls");
+    let broker = Broker::start(&dir, "live-topic", 2)?;
+    let media = Media::start(&dir, "media", &broker, &["--segment-seconds", "2"])?;
+    let a = Edge::start(&dir, "edge-a", &broker, EDGE_ARGS)?;
+    let b = Edge::start(&dir, "edge-b", &broker, EDGE_ARGS)?;
+    let mut ffmpeg = publish(
+        &dir,
+        "ffmpeg",
+        &media.publish_url(STREAM),
+        &Publish {
+            seconds: 24,
+            ..Publish::default()
+        },
+    )?;
+
+    // Three complete segments listed, with the open one's parts after them.
+    let (playlist, _) = poll(Duration::from_secs(40), Duration::from_millis(200), || {
+        let (p, body) = ll(&a, STREAM, "").ok()?;
+        (p.segments.iter().filter(|s| s.duration.is_some()).count() >= 3).then_some((p, body))
+    })
+    .context("edge A should list 3 complete LL segments within 40 s")?;
+    eprintln!(
+        "LL playlist: target {} s, PART-TARGET {} s, PART-HOLD-BACK {} s, {} segments",
+        playlist.target_duration,
+        playlist.part_target,
+        playlist.part_hold_back,
+        playlist.segments.len()
+    );
+    ensure!(
+        playlist.target_duration == 2,
+        "target {}",
+        playlist.target_duration
+    );
+    ensure!(
+        (0.3..=0.4).contains(&playlist.part_target),
+        "PART-TARGET {} should be the ~0.334 s default",
+        playlist.part_target
+    );
+
+    // Every listed part and segment: fetch, decode, compare with the TS rendition.
+    let init_uri = playlist.segments[0].map.clone();
+    let init = fetch(&a, STREAM, &init_uri)?;
+    let mut all = init.clone();
+    let mut parts_checked = 0;
+    let index = get(&a.url(STREAM, "index.m3u8"))?;
+    let ts = e2e::playlist::parse(&String::from_utf8(index.body)?)?;
+    let mut compared_with_ts = 0;
+    for seg in playlist.segments.iter().filter(|s| s.duration.is_some()) {
+        let uri = seg.uri.clone().unwrap_or_default();
+        let whole = fetch(&a, STREAM, &uri)?;
+        let mut joined = Vec::new();
+        if seg.parts.is_empty() {
+            all.extend_from_slice(&whole);
+            continue;
+        }
+        for (k, part) in seg.parts.iter().enumerate() {
+            let bytes = fetch(&a, STREAM, &part.uri)?;
+            ensure!(
+                bytes == fetch(&b, STREAM, &part.uri)?,
+                "edges disagree on {}",
+                part.uri
+            );
+            let file = dir.join(format!("part-{}", part.uri.replace(".m4s", ".mp4")));
+            std::fs::write(&file, [init.as_slice(), &bytes].concat())?;
+            if part.independent {
+                // An independent part decodes on its own (with the init); the others need the
+                // frames before them and are decoded with their segment below.
+                probe::decode_clean(&file)?;
+            }
+            let flags = first_video_packet_flags(&file)?;
+            // The publisher's GOP is 2 s, one segment: only part 0 starts with a keyframe.
+            ensure!(
+                part.independent == flags.contains('K') && part.independent == (k == 0),
+                "{}: INDEPENDENT={} but first video packet flags `{flags}`",
+                part.uri,
+                part.independent
+            );
+            joined.extend_from_slice(&bytes);
+            parts_checked += 1;
+        }
+        ensure!(whole == joined, "{uri} should be its parts back to back");
+        all.extend_from_slice(&whole);
+        // The TS segment with the same number holds the same frames.
+        if let Some(t) = ts.entries.iter().find(|e| e.seq == seg.msn) {
+            let mp4 = dir.join(format!("seg-{}.mp4", seg.msn));
+            std::fs::write(&mp4, [init.as_slice(), &whole].concat())?;
+            probe::decode_clean(&mp4)?;
+            let tsf = dir.join(format!("seg-{}.ts", seg.msn));
+            std::fs::write(&tsf, fetch(&a, STREAM, &t.uri)?)?;
+            let (m, t_counts) = (packet_counts(&mp4)?, packet_counts(&tsf)?);
+            ensure!(
+                m == t_counts,
+                "segment {}: fMP4 has {m:?} (video, audio) packets, TS {t_counts:?}",
+                seg.msn
+            );
+            compared_with_ts += 1;
+        }
+    }
+    ensure!(parts_checked >= 12, "only {parts_checked} parts checked");
+    ensure!(
+        compared_with_ts >= 2,
+        "only {compared_with_ts} segments compared with TS"
+    );
+    let joined = dir.join("all.mp4");
+    std::fs::write(&joined, &all)?;
+    probe::decode_clean(&joined)?;
+    let info = probe::probe(&joined)?;
+    ensure!(
+        info.codecs.contains(&"h264".to_owned()) && info.codecs.contains(&"aac".to_owned()),
+        "codecs {:?}",
+        info.codecs
+    );
+    eprintln!(
+        "{parts_checked} parts and the joined window ({:?} video, audio packets) decode cleanly; \
+         {compared_with_ts} segments match their TS twins",
+        packet_counts(&joined)?
+    );
+
+    // Blocking reload: ask both edges for the part the playlist does not have yet.
+    let mut waits = Vec::new();
+    for round in 0..5 {
+        let (now, _) = ll(&a, STREAM, "")?;
+        let hint = now
+            .preload_hint
+            .clone()
+            .context("live playlist has a hint")?;
+        let (msn, part) = part_numbers(&hint).context("hint names a part")?;
+        ensure!(
+            !now.segments
+                .iter()
+                .flat_map(|s| &s.parts)
+                .any(|p| p.uri == hint),
+            "the hinted part is not listed yet"
+        );
+        let query = format!("?_HLS_msn={msn}&_HLS_part={part}");
+        let started = Instant::now();
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| ll(&a, STREAM, &query).map(|r| (r, started.elapsed())));
+            let tb = s.spawn(|| ll(&b, STREAM, &query).map(|r| (r, started.elapsed())));
+            (ta.join(), tb.join())
+        });
+        let ((pa, body_a), wait_a) = ra.map_err(|_| anyhow::anyhow!("thread"))??;
+        let ((_, body_b), wait_b) = rb.map_err(|_| anyhow::anyhow!("thread"))??;
+        ensure!(
+            pa.segments
+                .iter()
+                .flat_map(|s| &s.parts)
+                .any(|p| p.uri == hint),
+            "round {round}: the answer to {query} lists {hint}"
+        );
+        ensure!(
+            body_a == body_b,
+            "round {round}: edges answered {query} differently:\n{}\n---\n{}",
+            String::from_utf8_lossy(&body_a),
+            String::from_utf8_lossy(&body_b)
+        );
+        // The hinted part itself is served (blocking part request if it were still missing).
+        fetch(&b, STREAM, &hint)?;
+        waits.push((wait_a.as_millis(), wait_b.as_millis()));
+    }
+    eprintln!("blocking reloads answered after (edge A, edge B) ms: {waits:?}");
+    // Within a part duration or so: the answer came from the part's arrival, not from a timeout.
+    ensure!(
+        waits.iter().all(|(x, y)| *x < 1500 && *y < 1500),
+        "blocking reloads took {waits:?} ms"
+    );
+    // Too far ahead: 400 at once.
+    let (now, _) = ll(&a, STREAM, "")?;
+    let last = now.segments.last().map_or(0, |s| s.msn);
+    let r = get(&format!(
+        "{}?_HLS_msn={}",
+        a.url(STREAM, "ll.m3u8"),
+        last + 3
+    ))?;
+    ensure!(
+        r.status == 400,
+        "msn + 3 should be refused, got {}",
+        r.status
+    );
+
+    // How late parts reach the edge (origin closed -> edge lists), from the edge's own histogram.
+    let metrics = String::from_utf8(get(&format!("http://{}/metrics", a.http))?.body)?;
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+    };
+    let count = series("cdn_edge_part_availability_latency_seconds_count").unwrap_or(0.0);
+    let sum = series("cdn_edge_part_availability_latency_seconds_sum").unwrap_or(0.0);
+    // At least the 18 parts of the 3 segments checked and the 5 blocked for.
+    ensure!(count >= 23.0, "part latency observations: {count}");
+    eprintln!(
+        "edge A: {count} parts, mean availability latency {:.1} ms",
+        sum / count * 1000.0
+    );
+
+    // The plain TS rendition is unchanged and still served.
+    ensure!(ts.entries.iter().all(|e| e.uri.ends_with(".ts")) && ts.entries.len() >= 3);
+
+    let status = ffmpeg.wait(Duration::from_secs(60))?;
+    ensure!(status.success(), "ffmpeg failed: {}", ffmpeg.log_text());
+    let mut last_answer = String::new();
+    let ended = poll(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || match ll(&a, STREAM, "") {
+            Ok((p, body)) => p.ended.then_some(body),
+            Err(e) => {
+                last_answer = format!("{e:#}");
+                None
+            }
+        },
+    )
+    .with_context(|| {
+        format!("the LL playlist should end after the publisher stops: {last_answer}")
+    })?;
+    let (_, ended_b) = ll(&b, STREAM, "")?;
+    ensure!(ended == ended_b, "both edges end with the same playlist");
+    drop(media);
+    drop(broker);
+    Ok(())
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn missing_browser() -> Option<String> {
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is not on PATH".into());
+    }
+    if !browser_dir().join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is not installed (npm ci in e2e/browser)".into());
+    }
+    if !chromium().exists() {
+        return Some(format!("no Chromium at {}", chromium().display()));
+    }
+    None
+}
+
+/// Upper bound asserted on the median LL-HLS latency: the issue's 2.0 s with a 1 s margin for a
+/// loaded 2-core machine running broker, media, edge, ffmpeg and Chromium at once.
+const MAX_MEDIAN_LATENCY_S: f64 = 3.0;
+/// Seconds of playback measured.
+const MEASURE_SECONDS: u32 = 60;
+
+#[test]
+fn ll_hls_latency_in_headless_chromium() -> Result<()> {
+    const STREAM: &str = "e2e-ll-latency";
+    if let Some(why) = missing_browser() {
+        if std::env::var("REQUIRE_BROWSER").as_deref() == Ok("1") {
+            bail!("{why}, but REQUIRE_BROWSER=1");
+        }
+        eprintln!(
+            "NOTE: skipping the LL-HLS browser test: {why} (REQUIRE_BROWSER=1 makes this fail)"
+        );
+        return Ok(());
+    }
+    let dir = e2e::work_dir("ll_hls_latency");
+    let broker = Broker::start(&dir, "live-topic", 2)?;
+    let media = Media::start(&dir, "media", &broker, &["--segment-seconds", "2"])?;
+    let edge = Edge::start(&dir, "edge", &broker, EDGE_ARGS)?;
+    let _ffmpeg = publish(
+        &dir,
+        "ffmpeg",
+        &media.publish_url(STREAM),
+        &Publish {
+            seconds: MEASURE_SECONDS + 40,
+            ..Publish::default()
+        },
+    )?;
+    poll(Duration::from_secs(30), Duration::from_millis(200), || {
+        let (p, _) = ll(&edge, STREAM, "").ok()?;
+        (p.segments.len() >= 2).then_some(())
+    })
+    .context("the edge should list LL segments within 30 s")?;
+
+    let out = dir.join("browser");
+    std::fs::create_dir_all(&out)?;
+    let mut cmd = Command::new("node");
+    cmd.arg(browser_dir().join("ll.mjs"))
+        .args([
+            "--base",
+            &format!("http://{}", edge.http),
+            "--stream",
+            STREAM,
+        ])
+        .arg("--out")
+        .arg(&out)
+        .args(["--seconds", &MEASURE_SECONDS.to_string()])
+        .env("CHROMIUM", chromium())
+        .current_dir(browser_dir());
+    let mut browser = Proc::spawn("browser", cmd, &dir)?;
+    let status = browser.wait(Duration::from_secs(u64::from(MEASURE_SECONDS) + 60))?;
+    let log = browser.log_text();
+    eprint!("{log}");
+    let result: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("result.json"))
+            .with_context(|| format!("browser wrote no result ({status}):\n{log}"))?,
+    )?;
+    ensure!(
+        status.success() && result["ok"] == true,
+        "browser run failed: {}",
+        result["error"]
+    );
+    let (llr, plain) = (&result["ll"], &result["plain"]);
+    let median = |r: &Value| r["medianLatency"].as_f64().unwrap_or(f64::MAX);
+    eprintln!(
+        "hls.js {} in Chromium {}, {MEASURE_SECONDS} s each, side by side:\n  \
+         LL-HLS (ll.m3u8, lowLatencyMode): median latency {:.2} s (p90 {:.2}, max {:.2}), {} samples, \
+         stalls {}, played {:.1} s\n  \
+         plain HLS (index.m3u8): median latency {:.2} s (p90 {:.2}, max {:.2}), {} samples, stalls {}, \
+         played {:.1} s",
+        result["hlsVersion"],
+        result["browserVersion"],
+        median(llr),
+        llr["p90Latency"].as_f64().unwrap_or(-1.0),
+        llr["maxLatency"].as_f64().unwrap_or(-1.0),
+        llr["samples"],
+        llr["stalls"],
+        llr["played"].as_f64().unwrap_or(0.0),
+        median(plain),
+        plain["p90Latency"].as_f64().unwrap_or(-1.0),
+        plain["maxLatency"].as_f64().unwrap_or(-1.0),
+        plain["samples"],
+        plain["stalls"],
+        plain["played"].as_f64().unwrap_or(0.0),
+    );
+    ensure!(
+        llr["errors"].as_array().is_some_and(Vec::is_empty),
+        "hls.js errors on LL-HLS: {}",
+        llr["errors"]
+    );
+    ensure!(
+        llr["stalls"] == 0,
+        "LL-HLS playback stalled: {}",
+        llr["stallEvents"]
+    );
+    ensure!(
+        llr["played"].as_f64().unwrap_or(0.0) >= f64::from(MEASURE_SECONDS) - 5.0,
+        "LL-HLS should play the whole minute: {llr}"
+    );
+    ensure!(
+        median(llr) <= MAX_MEDIAN_LATENCY_S,
+        "median LL-HLS latency {:.2} s exceeds {MAX_MEDIAN_LATENCY_S} s",
+        median(llr)
+    );
+    ensure!(
+        median(llr) < median(plain),
+        "LL-HLS should be ahead of plain HLS"
+    );
+    Ok(())
+}

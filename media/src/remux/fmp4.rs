@@ -1,0 +1,601 @@
+//! Fragmented MP4 (ISO/IEC 14496-12, CMAF-style) for the low-latency HLS rendition: an initialization
+//! segment (`ftyp` + `moov` with `mvex`) and media fragments (`moof` + `mdat`). Pure: bytes out, no I/O.
+//!
+//! Samples are stored as received from FLV: H.264 access units as length-prefixed NAL units (the
+//! `avcC` declares the prefix size, ISO/IEC 14496-15 5.3.3), AAC as raw frames (the `esds` carries the
+//! AudioSpecificConfig, ISO/IEC 14496-3 1.6.2.1). Nothing is converted, so a part costs one copy.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::aac::AudioSpecificConfig;
+use super::avc::AvcDecoderConfig;
+
+/// Track id of the video track in every init segment and fragment.
+pub const VIDEO_TRACK_ID: u32 = 1;
+/// Track id of the audio track.
+pub const AUDIO_TRACK_ID: u32 = 2;
+/// Timescale of the video track: the MPEG 90 kHz clock, so decode times equal the TS rendition's DTS.
+pub const VIDEO_TIMESCALE: u32 = 90_000;
+
+/// `sample_depends_on = 2` (an I-frame / sync sample), ISO/IEC 14496-12 8.8.3.1.
+const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
+/// `sample_depends_on = 1`, `sample_is_non_sync_sample = 1`.
+const NON_SYNC_SAMPLE_FLAGS: u32 = 0x0101_0000;
+
+/// The unity matrix of `mvhd`/`tkhd` (ISO/IEC 14496-12 8.2.2.3).
+const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
+
+/// The tracks an initialization segment declares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InitTracks<'a> {
+    /// The H.264 track, from its decoder configuration record.
+    pub video: Option<&'a AvcDecoderConfig>,
+    /// The AAC track, from its AudioSpecificConfig.
+    pub audio: Option<&'a AudioSpecificConfig>,
+}
+
+/// One sample of a fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Decode time in the track's timescale.
+    pub decode_time: u64,
+    /// Duration in the track's timescale.
+    pub duration: u32,
+    /// Presentation minus decode time (>= 0; B-frames), in the track's timescale.
+    pub composition_offset: u32,
+    /// A random access point (H.264 IDR; every AAC frame).
+    pub sync: bool,
+    /// The sample's bytes.
+    pub data: Bytes,
+}
+
+/// The samples of one track in a fragment, in decode order.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackRun<'a> {
+    /// [`VIDEO_TRACK_ID`] or [`AUDIO_TRACK_ID`].
+    pub track_id: u32,
+    /// At least one sample; runs without samples are left out of the fragment.
+    pub samples: &'a [Sample],
+}
+
+/// Timescale of the audio track: the AAC core's sampling rate, so every frame lasts exactly
+/// `samples_per_frame` ticks.
+pub fn audio_timescale(config: &AudioSpecificConfig) -> u32 {
+    config.core_sample_rate.max(1)
+}
+
+/// Writes a box: 32-bit size, type, then what `body` writes.
+fn boxed(out: &mut BytesMut, kind: &[u8; 4], body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_slice(kind);
+    body(out);
+    // Boxes here are far below 4 GiB: a fragment is one part of a segment.
+    let size = u32::try_from(out.len() - start).unwrap_or(u32::MAX);
+    out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+}
+
+/// Writes a full box (version and 24-bit flags after the type).
+fn full_box(
+    out: &mut BytesMut,
+    kind: &[u8; 4],
+    version: u8,
+    flags: u32,
+    body: impl FnOnce(&mut BytesMut),
+) {
+    boxed(out, kind, |out| {
+        out.put_u32(u32::from(version) << 24 | (flags & 0x00ff_ffff));
+        body(out);
+    });
+}
+
+/// The initialization segment (`ftyp` + `moov`) for `tracks` (ISO/IEC 14496-12 8.1-8.8, with `mvex`
+/// announcing that samples come in movie fragments).
+pub fn init_segment(tracks: InitTracks<'_>) -> Bytes {
+    let mut out = BytesMut::with_capacity(1024);
+    boxed(&mut out, b"ftyp", |out| {
+        out.put_slice(b"iso6");
+        out.put_u32(0);
+        for brand in [b"iso6", b"cmfc", b"isom", b"mp41"] {
+            out.put_slice(brand);
+        }
+    });
+    boxed(&mut out, b"moov", |out| {
+        full_box(out, b"mvhd", 0, 0, |out| {
+            out.put_u32(0); // creation_time
+            out.put_u32(0); // modification_time
+            out.put_u32(1000); // timescale
+            out.put_u32(0); // duration: unknown, fragments follow
+            out.put_u32(0x0001_0000); // rate 1.0
+            out.put_u16(0x0100); // volume 1.0
+            out.put_bytes(0, 10);
+            MATRIX.iter().for_each(|m| out.put_u32(*m));
+            out.put_bytes(0, 24); // pre_defined
+            out.put_u32(AUDIO_TRACK_ID + 1); // next_track_ID
+        });
+        if let Some(video) = tracks.video {
+            video_trak(out, video);
+        }
+        if let Some(audio) = tracks.audio {
+            audio_trak(out, audio);
+        }
+        boxed(out, b"mvex", |out| {
+            let ids = tracks
+                .video
+                .map(|_| VIDEO_TRACK_ID)
+                .into_iter()
+                .chain(tracks.audio.map(|_| AUDIO_TRACK_ID));
+            for id in ids {
+                full_box(out, b"trex", 0, 0, |out| {
+                    out.put_u32(id);
+                    out.put_u32(1); // default_sample_description_index
+                    out.put_u32(0); // default_sample_duration
+                    out.put_u32(0); // default_sample_size
+                    out.put_u32(0); // default_sample_flags
+                });
+            }
+        });
+    });
+    out.freeze()
+}
+
+fn tkhd(out: &mut BytesMut, track_id: u32, audio: bool, width: u32, height: u32) {
+    // flags: track_enabled | track_in_movie
+    full_box(out, b"tkhd", 0, 3, |out| {
+        out.put_u32(0); // creation_time
+        out.put_u32(0); // modification_time
+        out.put_u32(track_id);
+        out.put_u32(0); // reserved
+        out.put_u32(0); // duration
+        out.put_bytes(0, 8);
+        out.put_u16(0); // layer
+        out.put_u16(0); // alternate_group
+        out.put_u16(if audio { 0x0100 } else { 0 }); // volume
+        out.put_u16(0);
+        MATRIX.iter().for_each(|m| out.put_u32(*m));
+        out.put_u32(width << 16); // 16.16 fixed point
+        out.put_u32(height << 16);
+    });
+}
+
+fn mdhd_hdlr(out: &mut BytesMut, timescale: u32, handler: &[u8; 4], name: &[u8]) {
+    full_box(out, b"mdhd", 0, 0, |out| {
+        out.put_u32(0);
+        out.put_u32(0);
+        out.put_u32(timescale);
+        out.put_u32(0);
+        out.put_u16(0x55c4); // language "und", ISO 639-2/T packed
+        out.put_u16(0);
+    });
+    full_box(out, b"hdlr", 0, 0, |out| {
+        out.put_u32(0); // pre_defined
+        out.put_slice(handler);
+        out.put_bytes(0, 12);
+        out.put_slice(name);
+        out.put_u8(0);
+    });
+}
+
+/// `dinf` (media in the same file) and an `stbl` with the sample entry and empty sample tables: the
+/// samples are all in fragments.
+fn dinf_stbl(out: &mut BytesMut, sample_entry: impl FnOnce(&mut BytesMut)) {
+    boxed(out, b"dinf", |out| {
+        full_box(out, b"dref", 0, 0, |out| {
+            out.put_u32(1);
+            full_box(out, b"url ", 0, 1, |_| {}); // flags 1: self-contained
+        });
+    });
+    boxed(out, b"stbl", |out| {
+        full_box(out, b"stsd", 0, 0, |out| {
+            out.put_u32(1);
+            sample_entry(out);
+        });
+        for kind in [b"stts", b"stsc", b"stco"] {
+            full_box(out, kind, 0, 0, |out| out.put_u32(0));
+        }
+        full_box(out, b"stsz", 0, 0, |out| {
+            out.put_u32(0); // sample_size
+            out.put_u32(0); // sample_count
+        });
+    });
+}
+
+fn video_trak(out: &mut BytesMut, config: &AvcDecoderConfig) {
+    let (width, height) = config.dimensions.unwrap_or((0, 0));
+    // 16-bit fields in the sample entry; the SPS is what decoders use anyway.
+    let (w16, h16) = (
+        u16::try_from(width).unwrap_or(u16::MAX),
+        u16::try_from(height).unwrap_or(u16::MAX),
+    );
+    boxed(out, b"trak", |out| {
+        tkhd(out, VIDEO_TRACK_ID, false, width, height);
+        boxed(out, b"mdia", |out| {
+            mdhd_hdlr(out, VIDEO_TIMESCALE, b"vide", b"VideoHandler");
+            boxed(out, b"minf", |out| {
+                full_box(out, b"vmhd", 0, 1, |out| out.put_bytes(0, 8));
+                dinf_stbl(out, |out| {
+                    boxed(out, b"avc1", |out| {
+                        out.put_bytes(0, 6); // reserved
+                        out.put_u16(1); // data_reference_index
+                        out.put_bytes(0, 16); // pre_defined, reserved
+                        out.put_u16(w16);
+                        out.put_u16(h16);
+                        out.put_u32(0x0048_0000); // 72 dpi
+                        out.put_u32(0x0048_0000);
+                        out.put_u32(0);
+                        out.put_u16(1); // frame_count
+                        out.put_bytes(0, 32); // compressorname
+                        out.put_u16(0x0018); // depth
+                        out.put_i16(-1);
+                        boxed(out, b"avcC", |out| put_avcc(out, config));
+                    });
+                });
+            });
+        });
+    });
+}
+
+/// AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1.2) from the parsed record.
+fn put_avcc(out: &mut BytesMut, config: &AvcDecoderConfig) {
+    let (sps, pps) = config
+        .parameter_sets
+        .split_at(config.sps_count.min(config.parameter_sets.len()));
+    out.put_u8(1);
+    out.put_u8(config.profile);
+    out.put_u8(config.compatibility);
+    out.put_u8(config.level);
+    out.put_u8(0xfc | (config.nalu_length_size.saturating_sub(1) & 3));
+    // The parser read at most 31 SPS and 255 PPS, each under 64 KiB (16-bit lengths).
+    out.put_u8(0xe0 | (sps.len().min(31) as u8));
+    for set in sps.iter().take(31) {
+        out.put_u16(set.len() as u16);
+        out.put_slice(set);
+    }
+    out.put_u8(pps.len().min(255) as u8);
+    for set in pps.iter().take(255) {
+        out.put_u16(set.len() as u16);
+        out.put_slice(set);
+    }
+}
+
+fn audio_trak(out: &mut BytesMut, config: &AudioSpecificConfig) {
+    let timescale = audio_timescale(config);
+    boxed(out, b"trak", |out| {
+        tkhd(out, AUDIO_TRACK_ID, true, 0, 0);
+        boxed(out, b"mdia", |out| {
+            mdhd_hdlr(out, timescale, b"soun", b"SoundHandler");
+            boxed(out, b"minf", |out| {
+                full_box(out, b"smhd", 0, 0, |out| out.put_u32(0));
+                dinf_stbl(out, |out| {
+                    boxed(out, b"mp4a", |out| {
+                        out.put_bytes(0, 6);
+                        out.put_u16(1); // data_reference_index
+                        out.put_bytes(0, 8);
+                        out.put_u16(u16::from(config.channel_config.max(1)));
+                        out.put_u16(16); // samplesize
+                        out.put_u32(0); // pre_defined, reserved
+                                        // 16.16 fixed point; rates above 65535 Hz do not fit and are left to the esds.
+                        out.put_u32(u32::from(u16::try_from(timescale).unwrap_or(0)) << 16);
+                        full_box(out, b"esds", 0, 0, |out| put_es_descriptor(out, config));
+                    });
+                });
+            });
+        });
+    });
+}
+
+/// ES_Descriptor with DecoderConfigDescriptor (MPEG-4 audio) and the AudioSpecificConfig, ISO/IEC
+/// 14496-1 7.2.6.5. Every descriptor here is shorter than 128 bytes, so sizes take one byte.
+fn put_es_descriptor(out: &mut BytesMut, config: &AudioSpecificConfig) {
+    let asc = config.core_config();
+    let dec_specific = 2 + asc.len();
+    let dec_config = 2 + 13 + dec_specific;
+    let sl_config = 2 + 1;
+    let es = 3 + dec_config + sl_config;
+    out.put_u8(0x03); // ES_DescrTag
+    out.put_u8(es as u8);
+    out.put_u16(0); // ES_ID
+    out.put_u8(0); // no dependence, URL or OCR stream
+    out.put_u8(0x04); // DecoderConfigDescrTag
+    out.put_u8((dec_config - 2) as u8);
+    out.put_u8(0x40); // objectTypeIndication: MPEG-4 audio
+    out.put_u8(0x15); // streamType 5 (audio) << 2 | upStream 0 | reserved 1
+    out.put_slice(&[0, 0, 0]); // bufferSizeDB
+    out.put_u32(0); // maxBitrate
+    out.put_u32(0); // avgBitrate
+    out.put_u8(0x05); // DecSpecificInfoTag
+    out.put_u8(asc.len() as u8);
+    out.put_slice(&asc);
+    out.put_u8(0x06); // SLConfigDescrTag
+    out.put_u8(1);
+    out.put_u8(2); // predefined: MP4 file
+}
+
+/// One movie fragment (`moof` + `mdat`) with `runs` in order; runs without samples are skipped.
+/// `sequence` is the `mfhd` sequence number, increasing by one per fragment of a stream.
+pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
+    let runs: Vec<&TrackRun<'_>> = runs.iter().filter(|r| !r.samples.is_empty()).collect();
+    let media_len: usize = runs
+        .iter()
+        .flat_map(|r| r.samples.iter())
+        .map(|s| s.data.len())
+        .sum();
+    let mut out = BytesMut::with_capacity(media_len + 64 + runs.len() * 64);
+    // Where each trun's data_offset goes, patched once the moof's size is known.
+    let mut offset_fields = Vec::with_capacity(runs.len());
+    boxed(&mut out, b"moof", |out| {
+        full_box(out, b"mfhd", 0, 0, |out| out.put_u32(sequence));
+        for run in &runs {
+            boxed(out, b"traf", |out| {
+                // default-base-is-moof: data offsets count from this fragment's moof (CMAF).
+                full_box(out, b"tfhd", 0, 0x02_0000, |out| out.put_u32(run.track_id));
+                full_box(out, b"tfdt", 1, 0, |out| {
+                    out.put_u64(run.samples[0].decode_time);
+                });
+                // data-offset, sample duration, size, flags, composition time offset present.
+                full_box(
+                    out,
+                    b"trun",
+                    0,
+                    0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800,
+                    |out| {
+                        out.put_u32(u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
+                        offset_fields.push(out.len());
+                        out.put_u32(0);
+                        for s in run.samples {
+                            out.put_u32(s.duration);
+                            out.put_u32(u32::try_from(s.data.len()).unwrap_or(u32::MAX));
+                            out.put_u32(if s.sync {
+                                SYNC_SAMPLE_FLAGS
+                            } else {
+                                NON_SYNC_SAMPLE_FLAGS
+                            });
+                            out.put_u32(s.composition_offset);
+                        }
+                    },
+                );
+            });
+        }
+    });
+    let moof_len = out.len();
+    let mut data_start = moof_len + 8; // mdat header
+    for (field, run) in offset_fields.into_iter().zip(&runs) {
+        let offset = u32::try_from(data_start).unwrap_or(u32::MAX);
+        out[field..field + 4].copy_from_slice(&offset.to_be_bytes());
+        data_start += run.samples.iter().map(|s| s.data.len()).sum::<usize>();
+    }
+    boxed(&mut out, b"mdat", |out| {
+        for s in runs.iter().flat_map(|r| r.samples.iter()) {
+            out.put_slice(&s.data);
+        }
+    });
+    out.freeze()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The boxes at the top of `data`: (type, size), checking that sizes tile the buffer exactly.
+    fn top_boxes(data: &[u8]) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let size = u32::from_be_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+            assert!(
+                size >= 8 && pos + size <= data.len(),
+                "box at {pos} of {size}"
+            );
+            out.push((
+                String::from_utf8_lossy(&data[pos + 4..pos + 8]).into_owned(),
+                size,
+            ));
+            pos += size;
+        }
+        out
+    }
+
+    fn find(data: &[u8], kind: &[u8; 4]) -> usize {
+        data.windows(4).position(|w| w == kind).unwrap() - 4
+    }
+
+    fn avc() -> AvcDecoderConfig {
+        let record = Bytes::from_static(&[
+            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb,
+        ]);
+        AvcDecoderConfig::parse(&record).unwrap()
+    }
+
+    /// A reader for what [`fragment`] writes, written from ISO/IEC 14496-12 8.8 rather than from the
+    /// writer: `(track_id, samples)` per `traf`, sample bytes taken from where `trun` points.
+    fn read_fragment(frag: &[u8]) -> Vec<(u32, Vec<Sample>)> {
+        let be32 = |at: usize| u32::from_be_bytes(frag[at..at + 4].try_into().unwrap());
+        let boxes = top_boxes(frag);
+        assert_eq!(boxes.len(), 2);
+        let moof_len = boxes[0].1;
+        let mut out = Vec::new();
+        let mut pos = 8 + 16; // moof header, mfhd
+        while pos < moof_len {
+            let traf_end = pos + be32(pos) as usize;
+            assert_eq!(&frag[pos + 4..pos + 8], b"traf");
+            let tfhd = pos + 8;
+            assert_eq!(&frag[tfhd + 4..tfhd + 8], b"tfhd");
+            assert_eq!(
+                be32(tfhd + 8) & 0xff_ffff,
+                0x02_0000,
+                "default-base-is-moof only"
+            );
+            let track_id = be32(tfhd + 12);
+            let tfdt = tfhd + be32(tfhd) as usize;
+            let base = u64::from_be_bytes(frag[tfdt + 12..tfdt + 20].try_into().unwrap());
+            let trun = tfdt + be32(tfdt) as usize;
+            assert_eq!(&frag[trun + 4..trun + 8], b"trun");
+            let count = be32(trun + 12) as usize;
+            let mut data_at = be32(trun + 16) as usize; // from the moof's first byte
+            let mut t = base;
+            let mut samples = Vec::new();
+            for i in 0..count {
+                let e = trun + 20 + i * 16;
+                let (duration, size, flags, cts) =
+                    (be32(e), be32(e + 4), be32(e + 8), be32(e + 12));
+                samples.push(Sample {
+                    decode_time: t,
+                    duration,
+                    composition_offset: cts,
+                    sync: flags & 0x0001_0000 == 0,
+                    data: Bytes::copy_from_slice(&frag[data_at..data_at + size as usize]),
+                });
+                t += u64::from(duration);
+                data_at += size as usize;
+            }
+            assert_eq!(trun + 20 + count * 16, traf_end);
+            out.push((track_id, samples));
+            pos = traf_end;
+        }
+        out
+    }
+
+    fn arb_samples() -> impl Strategy<Value = Vec<Sample>> {
+        prop::collection::vec(
+            (
+                1u32..10_000,
+                0u32..20_000,
+                any::<bool>(),
+                prop::collection::vec(any::<u8>(), 0..300),
+            ),
+            0..20,
+        )
+        .prop_map(|raw| {
+            let mut t = 1_000_000u64;
+            raw.into_iter()
+                .map(|(duration, cts, sync, data)| {
+                    let s = Sample {
+                        decode_time: t,
+                        duration,
+                        composition_offset: cts,
+                        sync,
+                        data: Bytes::from(data),
+                    };
+                    t += u64::from(duration);
+                    s
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whatever the samples, the fragment reads back to exactly them, track by track.
+        #[test]
+        fn fragments_read_back_to_their_samples(video in arb_samples(), audio in arb_samples()) {
+            let frag = fragment(3, &[
+                TrackRun { track_id: VIDEO_TRACK_ID, samples: &video },
+                TrackRun { track_id: AUDIO_TRACK_ID, samples: &audio },
+            ]);
+            let expected: Vec<(u32, Vec<Sample>)> = [(VIDEO_TRACK_ID, video), (AUDIO_TRACK_ID, audio)]
+                .into_iter()
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
+            prop_assert_eq!(read_fragment(&frag), expected);
+        }
+    }
+
+    #[test]
+    fn init_segment_is_ftyp_then_moov_with_both_tracks() {
+        let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap(); // AAC-LC 48 kHz stereo
+        let avc = avc();
+        let init = init_segment(InitTracks {
+            video: Some(&avc),
+            audio: Some(&asc),
+        });
+        let boxes = top_boxes(&init);
+        assert_eq!(boxes[0].0, "ftyp");
+        assert_eq!(boxes[1].0, "moov");
+        assert_eq!(boxes.len(), 2);
+        // The avcC is the record we were given, rebuilt byte for byte.
+        let at = find(&init, b"avcC");
+        assert_eq!(
+            &init[at + 8..at + 8 + 17],
+            &[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb]
+        );
+        // The esds carries the AudioSpecificConfig.
+        let at = find(&init, b"esds");
+        assert!(init[at..].windows(4).any(|w| w == [0x05, 2, 0x11, 0x90]));
+        // Two trex, one per track.
+        assert_eq!(init.windows(4).filter(|w| w == b"trex").count(), 2);
+        assert_eq!(init.windows(4).filter(|w| w == b"trak").count(), 2);
+    }
+
+    #[test]
+    fn fragment_offsets_point_at_each_tracks_samples() {
+        let video = [
+            Sample {
+                decode_time: 900,
+                duration: 3000,
+                composition_offset: 6000,
+                sync: true,
+                data: Bytes::from_static(b"vvvv"),
+            },
+            Sample {
+                decode_time: 3900,
+                duration: 3000,
+                composition_offset: 0,
+                sync: false,
+                data: Bytes::from_static(b"ww"),
+            },
+        ];
+        let audio = [Sample {
+            decode_time: 480,
+            duration: 1024,
+            composition_offset: 0,
+            sync: true,
+            data: Bytes::from_static(b"aaa"),
+        }];
+        let frag = fragment(
+            7,
+            &[
+                TrackRun {
+                    track_id: VIDEO_TRACK_ID,
+                    samples: &video,
+                },
+                TrackRun {
+                    track_id: AUDIO_TRACK_ID,
+                    samples: &[],
+                },
+                TrackRun {
+                    track_id: AUDIO_TRACK_ID,
+                    samples: &audio,
+                },
+            ],
+        );
+        let boxes = top_boxes(&frag);
+        assert_eq!(
+            boxes.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(),
+            ["moof", "mdat"]
+        );
+        assert_eq!(frag.windows(4).filter(|w| w == b"traf").count(), 2);
+        let mut offsets = Vec::new();
+        let mut pos = 0;
+        while let Some(at) = frag[pos..].windows(4).position(|w| w == b"trun") {
+            let trun = pos + at + 4; // after the type
+            let count = u32::from_be_bytes(frag[trun + 4..trun + 8].try_into().unwrap());
+            let offset = u32::from_be_bytes(frag[trun + 8..trun + 12].try_into().unwrap());
+            offsets.push((count, offset as usize));
+            pos = trun;
+        }
+        assert_eq!(offsets.len(), 2);
+        assert_eq!(&frag[offsets[0].1..offsets[0].1 + 6], b"vvvvww");
+        assert_eq!(&frag[offsets[1].1..offsets[1].1 + 3], b"aaa");
+        assert_eq!((offsets[0].0, offsets[1].0), (2, 1));
+        // tfdt v1 of the video run holds the first decode time.
+        let tfdt = find(&frag, b"tfdt");
+        assert_eq!(frag[tfdt + 8], 1);
+        assert_eq!(
+            u64::from_be_bytes(frag[tfdt + 12..tfdt + 20].try_into().unwrap()),
+            900
+        );
+        let mfhd = find(&frag, b"mfhd");
+        assert_eq!(&frag[mfhd + 12..mfhd + 16], &7u32.to_be_bytes());
+    }
+}
