@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::{bin, tansu_bin, wait_for_port, Broker, Edge, Proc};
+use crate::{bin, spawn_tansu, wait_for_port, Broker, Edge, Proc};
 
 /// Kills `proc` with SIGKILL (no chance to clean up) and reaps it.
 pub fn kill_hard(proc: &mut Proc) -> Result<()> {
@@ -33,21 +33,8 @@ pub fn start_broker_process(
     storage: &str,
     name: &str,
 ) -> Result<()> {
-    let url = format!("tcp://{}", broker.addr);
-    let mut cmd = Command::new(tansu_bin());
-    cmd.args([
-        "broker",
-        "--listener-url",
-        &url,
-        "--advertised-listener-url",
-        &url,
-        "--storage-engine",
-        storage,
-    ])
-    .current_dir(dir)
-    .env("RUST_LOG", "warn");
-    broker.proc = Proc::spawn(name, cmd, dir)?;
-    wait_for_port(broker.addr, Duration::from_secs(20))
+    broker.proc = spawn_tansu(dir, broker.addr, storage, name)?;
+    Ok(())
 }
 
 /// Starts an edge on a given HTTP address (e.g. the one a killed edge had).

@@ -158,6 +158,27 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
     bail!("nothing listening on {addr} after {timeout:?}")
 }
 
+/// Runs `tansu broker` on `addr` with the `storage` engine URL, in `dir`, and waits for its port. Tansu
+/// 0.6 resolves a sqlite path against its working directory, even an absolute one.
+pub fn spawn_tansu(dir: &Path, addr: SocketAddr, storage: &str, name: &str) -> Result<Proc> {
+    let url = format!("tcp://{addr}");
+    let mut cmd = Command::new(tansu_bin());
+    cmd.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+        "--storage-engine",
+        storage,
+    ])
+    .current_dir(dir)
+    .env("RUST_LOG", "warn");
+    let proc = Proc::spawn(name, cmd, dir)?;
+    wait_for_port(addr, Duration::from_secs(20))?;
+    Ok(proc)
+}
+
 /// A running Tansu broker with the topic created.
 pub struct Broker {
     pub proc: Proc,
@@ -187,24 +208,9 @@ impl Broker {
                 tansu.display()
             );
         }
-        let port = free_port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         // Tansu listens on IPv4 only: advertise 127.0.0.1, never `localhost`.
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut cmd = Command::new(&tansu);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            storage,
-        ])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn");
-        let proc = Proc::spawn("broker", cmd, dir)?;
-        wait_for_port(addr, Duration::from_secs(20))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let proc = spawn_tansu(dir, addr, storage, "broker")?;
         let broker = Self {
             proc,
             addr,
@@ -351,6 +357,20 @@ impl Default for Publish {
             height: 360,
             video_kbps: 1000,
             gop_frames: 60,
+        }
+    }
+}
+
+impl Publish {
+    /// A light publish (320x240 at 300 kbps, 1 s GOP) of `seconds`, so several processes fit on a small
+    /// CI machine.
+    pub fn small(seconds: u32) -> Self {
+        Self {
+            seconds,
+            width: 320,
+            height: 240,
+            video_kbps: 300,
+            gop_frames: 30,
         }
     }
 }

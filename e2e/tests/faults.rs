@@ -19,17 +19,6 @@ const STREAM: &str = "fault-cam";
 /// One-second segments: more segments per second of test, same code paths as the default two.
 const SEGMENT: &[&str] = &["--segment-seconds", "1"];
 
-/// A light publish (320x240, 1 s GOP) so several processes fit on a small CI machine.
-fn light(seconds: u32) -> Publish {
-    Publish {
-        seconds,
-        width: 320,
-        height: 240,
-        video_kbps: 300,
-        gop_frames: 30,
-    }
-}
-
 fn playlist_of(edge: &Edge, stream: &str) -> Option<(Vec<u8>, MediaPlaylist)> {
     let r = get(&edge.url(stream, "index.m3u8")).ok()?;
     if r.status != 200 {
@@ -117,7 +106,12 @@ fn broker_outage_loses_no_segment() -> Result<()> {
     let window = ["--window-segments", "100"];
     let edge_a = Edge::start(&dir, "edge-a", &broker, &window)?;
     let edge_b = Edge::start(&dir, "edge-b", &broker, &window)?;
-    let mut ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(30))?;
+    let mut ffmpeg = publish(
+        &dir,
+        "ffmpeg",
+        &media.publish_url(STREAM),
+        &Publish::small(30),
+    )?;
 
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
         playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 3)
@@ -219,7 +213,12 @@ fn edge_killed_and_restarted_serves_the_window_within_a_second() -> Result<()> {
     let window = ["--window-segments", "6"];
     let warm = Edge::start(&dir, "edge-warm", &broker, &window)?;
     let mut victim = Edge::start(&dir, "edge-victim", &broker, &window)?;
-    let _ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(40))?;
+    let _ffmpeg = publish(
+        &dir,
+        "ffmpeg",
+        &media.publish_url(STREAM),
+        &Publish::small(40),
+    )?;
     poll(Duration::from_secs(40), Duration::from_millis(100), || {
         playlist_of(&victim, STREAM).filter(|(_, p)| p.entries.len() >= 6)
     })
@@ -266,7 +265,12 @@ fn media_killed_edges_end_the_playlist_and_the_next_publish_continues() -> Resul
     ];
     let edge_a = Edge::start(&dir, "edge-a", &broker, &flags)?;
     let edge_b = Edge::start(&dir, "edge-b", &broker, &flags)?;
-    let mut ffmpeg = publish(&dir, "ffmpeg-1", &media.publish_url(STREAM), &light(60))?;
+    let mut ffmpeg = publish(
+        &dir,
+        "ffmpeg-1",
+        &media.publish_url(STREAM),
+        &Publish::small(60),
+    )?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
         playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 4)
     })
@@ -289,7 +293,12 @@ fn media_killed_edges_end_the_playlist_and_the_next_publish_continues() -> Resul
     );
 
     let media2 = Media::start(&dir, "media-2", &broker, SEGMENT)?;
-    let mut ffmpeg2 = publish(&dir, "ffmpeg-2", &media2.publish_url(STREAM), &light(5))?;
+    let mut ffmpeg2 = publish(
+        &dir,
+        "ffmpeg-2",
+        &media2.publish_url(STREAM),
+        &Publish::small(5),
+    )?;
     let after = poll(Duration::from_secs(30), Duration::from_millis(100), || {
         playlist_of(&edge_a, STREAM)
             .map(|(_, p)| p)
@@ -346,7 +355,7 @@ fn publisher_network_cut_ends_the_broadcast_within_the_idle_timeout() -> Result<
     let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "30"])?;
     let proxy = Proxy::start(media.rtmp)?;
     let url = format!("rtmp://{}/live/{STREAM}", proxy.addr);
-    let _ffmpeg = publish(&dir, "ffmpeg", &url, &light(60))?;
+    let _ffmpeg = publish(&dir, "ffmpeg", &url, &Publish::small(60))?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
         playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 3)
     })
@@ -408,7 +417,7 @@ fn media_sigterm_ends_streams_and_flushes_everything() -> Result<()> {
                 &dir,
                 &format!("ffmpeg-{s}"),
                 &media.publish_url(s),
-                &light(60),
+                &Publish::small(60),
             )
         })
         .collect::<Result<_>>()?;
@@ -469,7 +478,12 @@ fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
     let mut broker = Broker::start_with_storage(&dir, "live-topic", 1, storage)?;
     let mut media = Media::start(&dir, "media", &broker, SEGMENT)?;
     let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "60"])?;
-    let mut ffmpeg = publish(&dir, "ffmpeg", &media.publish_url(STREAM), &light(60))?;
+    let mut ffmpeg = publish(
+        &dir,
+        "ffmpeg",
+        &media.publish_url(STREAM),
+        &Publish::small(60),
+    )?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
         playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 2)
     })

@@ -8,16 +8,6 @@ use anyhow::{ensure, Context, Result};
 use e2e::manager::{Answer, Manager};
 use e2e::{get, playlist, poll, publish, Broker, Edge, Media, Proc, Publish};
 
-fn small(seconds: u32) -> Publish {
-    Publish {
-        seconds,
-        width: 320,
-        height: 240,
-        video_kbps: 300,
-        gop_frames: 30,
-    }
-}
-
 /// Runs ffmpeg as an RTMP player for `seconds`, copying what it receives into `out`.
 fn play(url: &str, out: &std::path::Path, seconds: u32) -> Result<std::process::Output> {
     Ok(Command::new("timeout")
@@ -64,7 +54,7 @@ fn allow_rename_play_and_done_hooks() -> Result<()> {
         &dir,
         "pub-cam",
         &format!("{}?token=abc", media.publish_url("cam")),
-        &small(9),
+        &Publish::small(9),
     )?;
     poll(Duration::from_secs(15), Duration::from_millis(200), || {
         (get(&edge.url("cam", "index.m3u8")).ok()?.status == 200).then_some(())
@@ -178,7 +168,7 @@ fn allow_rename_play_and_done_hooks() -> Result<()> {
         &dir,
         "pub-secret",
         &media.publish_url("secret-key"),
-        &small(6),
+        &Publish::small(6),
     )?;
     ensure!(
         secret.wait(Duration::from_secs(30))?.success(),
@@ -233,7 +223,7 @@ fn deny_timeout_refused_duplicate_and_bad_names() -> Result<()> {
             &dir,
             "denied",
             &media.publish_url("denied"),
-            &small(5)
+            &Publish::small(5)
         )?)?,
         "403 must refuse"
     );
@@ -242,7 +232,7 @@ fn deny_timeout_refused_duplicate_and_bad_names() -> Result<()> {
             &dir,
             "slow",
             &media.publish_url("slow"),
-            &small(5)
+            &Publish::small(5)
         )?)?,
         "a timeout must refuse"
     );
@@ -250,7 +240,7 @@ fn deny_timeout_refused_duplicate_and_bad_names() -> Result<()> {
     // Names that could escape a path are refused before any hook is called.
     let before = manager.calls().len();
     for bad in ["..", "a%2Fb", "x%00y"] {
-        let p = publish(&dir, "bad", &media.publish_url(bad), &small(3))?;
+        let p = publish(&dir, "bad", &media.publish_url(bad), &Publish::small(3))?;
         ensure!(refused(p)?, "name `{bad}` must be refused");
     }
     ensure!(
@@ -260,14 +250,14 @@ fn deny_timeout_refused_duplicate_and_bad_names() -> Result<()> {
     );
 
     // A second publisher on a live name is refused; the first one keeps going.
-    let mut first = publish(&dir, "dup-1", &media.publish_url("dup"), &small(8))?;
+    let mut first = publish(&dir, "dup-1", &media.publish_url("dup"), &Publish::small(8))?;
     std::thread::sleep(Duration::from_secs(2));
     ensure!(
         refused(publish(
             &dir,
             "dup-2",
             &media.publish_url("dup"),
-            &small(3)
+            &Publish::small(3)
         )?)?,
         "duplicate must be refused"
     );
@@ -293,7 +283,7 @@ fn deny_timeout_refused_duplicate_and_bad_names() -> Result<()> {
             &dir,
             "refused",
             &media2.publish_url("x"),
-            &small(3)
+            &Publish::small(3)
         )?)?,
         "unreachable manager must refuse"
     );
@@ -328,7 +318,12 @@ fn update_kick_abrupt_drop_and_control_api() -> Result<()> {
 
     // on_update answering 403 drops the publisher.
     let started = Instant::now();
-    let p = publish(&dir, "kickme", &media.publish_url("kickme"), &small(30))?;
+    let p = publish(
+        &dir,
+        "kickme",
+        &media.publish_url("kickme"),
+        &Publish::small(30),
+    )?;
     ensure!(refused(p)?, "on_update 403 should end the publish");
     ensure!(
         started.elapsed() < Duration::from_secs(15),
@@ -350,7 +345,12 @@ fn update_kick_abrupt_drop_and_control_api() -> Result<()> {
     );
 
     // An abrupt drop (publisher killed, no unpublish) still fires the done-hook, once.
-    let p = publish(&dir, "abrupt", &media.publish_url("abrupt"), &small(30))?;
+    let p = publish(
+        &dir,
+        "abrupt",
+        &media.publish_url("abrupt"),
+        &Publish::small(30),
+    )?;
     std::thread::sleep(Duration::from_secs(3));
     drop(p); // SIGKILL
     let done = manager.wait_for("publish_done", 2, Duration::from_secs(10));
@@ -363,7 +363,12 @@ fn update_kick_abrupt_drop_and_control_api() -> Result<()> {
     );
 
     // Control API: list (token required) and kick.
-    let mut p = publish(&dir, "apikick", &media.publish_url("apikick"), &small(30))?;
+    let mut p = publish(
+        &dir,
+        "apikick",
+        &media.publish_url("apikick"),
+        &Publish::small(30),
+    )?;
     let api = format!("http://{}/api/streams", media.http);
     let agent = ureq_agent();
     let listed = poll(Duration::from_secs(15), Duration::from_millis(300), || {

@@ -10,16 +10,6 @@ use anyhow::{ensure, Context, Result};
 use e2e::manager::{Answer, Manager};
 use e2e::{get, playlist, poll, probe, publish, Broker, Edge, Media, Publish};
 
-fn small(seconds: u32) -> Publish {
-    Publish {
-        seconds,
-        width: 320,
-        height: 240,
-        video_kbps: 300,
-        gop_frames: 30,
-    }
-}
-
 /// The one recording directory of `stream` under `root` (`root/stream/<start>/`).
 fn recording_dir(root: &Path, stream: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join(stream))
@@ -78,14 +68,14 @@ fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
         &dir,
         "publisher-skip",
         &media.publish_url("skip"),
-        &small(4),
+        &Publish::small(4),
     )?;
     let published = 10.0;
     let mut ffmpeg = publish(
         &dir,
         "publisher",
         &format!("{}?token=abc", media.publish_url("cam")),
-        &small(published as u32),
+        &Publish::small(published as u32),
     )?;
     ensure!(
         ffmpeg.wait(Duration::from_secs(40))?.success(),
@@ -251,7 +241,12 @@ fn sigkill_mid_broadcast_leaves_a_playable_recording() -> Result<()> {
         &on_record_done,
     ];
     let media = Media::start(&dir, "media", &broker, &flags)?;
-    let _ffmpeg = publish(&dir, "publisher", &media.publish_url("cam"), &small(30))?;
+    let _ffmpeg = publish(
+        &dir,
+        "publisher",
+        &media.publish_url("cam"),
+        &Publish::small(30),
+    )?;
     let rec = poll(Duration::from_secs(30), Duration::from_millis(100), || {
         let rec = recording_dir(&root, "cam")?;
         let text = std::fs::read_to_string(rec.join("index.m3u8")).ok()?;
@@ -318,7 +313,12 @@ fn sigkill_mid_broadcast_leaves_a_playable_recording() -> Result<()> {
     // SIGTERM mid-broadcast: media finishes the recording and delivers on_record_done before exiting.
     // (None was sent for the recovered recording: its session died with the first process.)
     let mut media2 = media2;
-    let _ffmpeg2 = publish(&dir, "publisher2", &media2.publish_url("cam2"), &small(30))?;
+    let _ffmpeg2 = publish(
+        &dir,
+        "publisher2",
+        &media2.publish_url("cam2"),
+        &Publish::small(30),
+    )?;
     let rec2 = poll(Duration::from_secs(30), Duration::from_millis(100), || {
         let rec = recording_dir(&root, "cam2")?;
         let text = std::fs::read_to_string(rec.join("index.m3u8")).ok()?;
@@ -375,7 +375,12 @@ fn an_unwritable_record_dir_leaves_the_live_stream_intact() -> Result<()> {
             &publish_done_url,
         ],
     )?;
-    let mut ffmpeg = publish(&dir, "publisher", &media.publish_url("cam"), &small(8))?;
+    let mut ffmpeg = publish(
+        &dir,
+        "publisher",
+        &media.publish_url("cam"),
+        &Publish::small(8),
+    )?;
     ensure!(
         ffmpeg.wait(Duration::from_secs(40))?.success(),
         "ffmpeg failed: the publisher was hurt"

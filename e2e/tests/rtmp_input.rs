@@ -83,14 +83,12 @@ fn bad_input_gets_a_clear_answer_and_others_keep_streaming() -> Result<()> {
         &["--handshake-timeout-seconds", "5"],
     )?;
     let edge = Edge::start(&dir, "edge", &broker, &[])?;
-    let small = Publish {
-        seconds: 120,
-        width: 320,
-        height: 240,
-        video_kbps: 300,
-        gop_frames: 30,
-    };
-    let _good = publish(&dir, "ffmpeg-good", &media.publish_url("good"), &small)?;
+    let _good = publish(
+        &dir,
+        "ffmpeg-good",
+        &media.publish_url("good"),
+        &Publish::small(120),
+    )?;
     let before = poll(Duration::from_secs(30), Duration::from_millis(200), || {
         last_seq(&edge, "good")
     })
