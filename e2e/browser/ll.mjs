@@ -6,10 +6,9 @@
 //
 // Writes DIR/result.json: per player the median/p90/max of hls.latency, the samples, the stalls
 // (`waiting` events and hls.js BUFFER_STALLED_ERROR after playback started) and hls.js errors.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 function args(argv) {
   const out = { seconds: 60 };
@@ -83,29 +82,19 @@ const quantile = (xs, q) => {
 };
 
 const result = { ok: false };
-const profile = mkdtempSync(join(tmpdir(), 'e2e-chromium-ll-'));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
+  browser = await launch({
+    viewport: { width: 700, height: 400 },
+    extraArgs: [
       '--autoplay-policy=no-user-gesture-required',
       // Two pages play at once: neither may be throttled as a background tab.
       '--disable-background-timer-throttling',
       '--disable-renderer-backgrounding',
       '--disable-backgrounding-occluded-windows',
     ],
-    viewport: { width: 700, height: 400 },
   });
+  const { context } = browser;
   result.browserVersion = context.browser() ? context.browser().version() : null;
   const players = {
     ll: { url: `${opt.base}/live/${opt.stream}/ll.m3u8`, lowLatency: true },
@@ -161,8 +150,7 @@ try {
   result.error = String(e && e.stack ? e.stack : e);
   log('failed:', result.error);
 } finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  if (browser) await browser.close();
   writeFileSync(join(opt.out, 'result.json'), JSON.stringify(result, null, 2));
 }
 process.exit(result.ok ? 0 : 1);

@@ -5,10 +5,9 @@
 //                  [--timeout-ms 90000] [--wait-ended]
 //
 // Writes DIR/result.json and screenshots into DIR; progress goes to stderr.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 function args(argv) {
   const out = { minSeconds: 6, timeoutMs: 90000, waitEnded: false };
@@ -59,9 +58,7 @@ const result = {
   pageErrors: [],
   failedRequests: [],
 };
-// An empty profile every run: no state leaks between runs, nothing is read from the user's profile.
-const profile = mkdtempSync(join(tmpdir(), 'e2e-chromium-'));
-let context;
+let browser;
 const deadline = Date.now() + opt.timeoutMs;
 
 function watchPage(page, label) {
@@ -82,23 +79,8 @@ async function shot(page, name) {
 }
 
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    // These machines have no GPU and a closed network: without the background-networking flags
-    // Chromium keeps trying to reach Google's hosts.
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    viewport: { width: 1280, height: 800 },
-  });
+  browser = await launch({ viewport: { width: 1280, height: 800 } });
+  const { context } = browser;
   result.browserVersion = context.browser() ? context.browser().version() : null;
 
   // The stream list links to the stream.
@@ -177,8 +159,7 @@ try {
   result.error = String(e && e.stack ? e.stack : e);
   log('failed:', result.error);
 } finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
+  if (browser) await browser.close();
   writeFileSync(join(opt.out, 'result.json'), JSON.stringify(result, null, 2));
 }
 process.exit(result.ok ? 0 : 1);

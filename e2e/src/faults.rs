@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::{bin, spawn_tansu, wait_for_port, Broker, Edge, Proc};
+use crate::{spawn_tansu, Broker, Proc};
 
 /// Kills `proc` with SIGKILL (no chance to clean up) and reaps it.
 pub fn kill_hard(proc: &mut Proc) -> Result<()> {
@@ -35,25 +35,6 @@ pub fn start_broker_process(
 ) -> Result<()> {
     broker.proc = spawn_tansu(dir, broker.addr, storage, name)?;
     Ok(())
-}
-
-/// Starts an edge on a given HTTP address (e.g. the one a killed edge had).
-pub fn start_edge_on(
-    dir: &Path,
-    name: &str,
-    broker: &Broker,
-    http: SocketAddr,
-    extra: &[&str],
-) -> Result<Edge> {
-    let mut cmd = Command::new(bin("cdn-edge"));
-    cmd.args(["--http-listen", &http.to_string()])
-        .args(["--kafka-brokers", &broker.bootstrap()])
-        .args(["--topic", &broker.topic])
-        .args(extra)
-        .env("RUST_LOG", "info,cdn_edge=debug");
-    let proc = Proc::spawn(name, cmd, dir)?;
-    wait_for_port(http, Duration::from_secs(20))?;
-    Ok(Edge { proc, http })
 }
 
 /// A TCP proxy on loopback that forwards to `target` until [`Proxy::cut`]: from then on it neither

@@ -5,6 +5,7 @@
 //! `TANSU_BIN` (default: where `scripts/install-deps.sh` builds it). Every child is killed on drop, and its
 //! output goes to a log file under the test's temp directory so a failure can be read afterwards.
 
+pub mod browser;
 pub mod faults;
 pub mod ll_playlist;
 pub mod manager;
@@ -39,7 +40,8 @@ pub fn work_dir(test: &str) -> PathBuf {
     dir
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace directory (parent of the `e2e` crate).
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("e2e lives in the workspace")
@@ -294,7 +296,23 @@ pub struct Edge {
 impl Edge {
     /// Starts an edge against `broker` with extra flags.
     pub fn start(dir: &Path, name: &str, broker: &Broker, extra: &[&str]) -> Result<Self> {
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        Self::start_on(
+            dir,
+            name,
+            broker,
+            ([127, 0, 0, 1], free_port()).into(),
+            extra,
+        )
+    }
+
+    /// Starts an edge on a given HTTP address (e.g. the one a killed edge had).
+    pub fn start_on(
+        dir: &Path,
+        name: &str,
+        broker: &Broker,
+        http: SocketAddr,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut cmd = Command::new(bin("cdn-edge"));
         cmd.args(["--http-listen", &http.to_string()])
             .args(["--kafka-brokers", &broker.bootstrap()])

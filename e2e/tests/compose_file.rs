@@ -5,25 +5,11 @@
 //! largest record. The Dockerfile is checked for the stages and packages the binaries need.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
+use e2e::{bin, workspace_root};
 use yaml_rust2::{Yaml, YamlLoader};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e lives in the workspace")
-        .to_path_buf()
-}
-
-fn bin(name: &str) -> PathBuf {
-    std::env::var_os("E2E_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target").join("debug"))
-        .join(name)
-}
 
 /// What a binary's `--help` accepts: its `--flags`, its `[env: NAME=]` variables, and each flag's
 /// `[default: ...]`.
@@ -83,7 +69,7 @@ fn help(name: &str) -> Result<Help> {
 }
 
 fn compose() -> Result<Yaml> {
-    let text = std::fs::read_to_string(root().join("docker-compose.yml"))?;
+    let text = std::fs::read_to_string(workspace_root().join("docker-compose.yml"))?;
     let mut docs =
         YamlLoader::load_from_str(&text).context("docker-compose.yml is not valid YAML")?;
     ensure!(docs.len() == 1, "one YAML document expected");
@@ -367,7 +353,7 @@ fn compose_ports_brokers_and_topic_fit_together() -> Result<()> {
 
 #[test]
 fn dockerfile_builds_both_binaries_onto_a_slim_runtime() -> Result<()> {
-    let text = std::fs::read_to_string(root().join("Dockerfile"))?;
+    let text = std::fs::read_to_string(workspace_root().join("Dockerfile"))?;
     let froms: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("FROM "))
@@ -397,7 +383,7 @@ fn dockerfile_builds_both_binaries_onto_a_slim_runtime() -> Result<()> {
     ] {
         ensure!(text.contains(needle), "Dockerfile lacks {needle}");
     }
-    let ignore = std::fs::read_to_string(root().join(".dockerignore"))?;
+    let ignore = std::fs::read_to_string(workspace_root().join(".dockerignore"))?;
     ensure!(
         ignore.lines().any(|l| l.trim() == "target/"),
         ".dockerignore should keep target/ out of the build context"

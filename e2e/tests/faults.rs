@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use e2e::faults::{kill_hard, start_broker_process, start_edge_on, Proxy};
+use e2e::faults::{kill_hard, start_broker_process, Proxy};
 use e2e::manager::{Answer, Manager};
 use e2e::playlist::{self, MediaPlaylist};
 use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
@@ -230,7 +230,7 @@ fn edge_killed_and_restarted_serves_the_window_within_a_second() -> Result<()> {
         TcpStream::connect(addr).is_err(),
         "the killed edge still accepts connections"
     );
-    let restarted = start_edge_on(&dir, "edge-restarted", &broker, addr, &window)?;
+    let restarted = Edge::start_on(&dir, "edge-restarted", &broker, addr, &window)?;
     let served = poll(Duration::from_secs(5), Duration::from_millis(10), || {
         let (_, cold) = playlist_of(&restarted, STREAM)?;
         let (_, hot) = playlist_of(&warm, STREAM)?;

@@ -8,11 +8,11 @@
 //! and, side by side, for the plain TS playlist; it needs node, `npm ci` in `e2e/browser/` and
 //! `/usr/bin/chromium`, and is skipped with a note without them unless REQUIRE_BROWSER=1 (CI).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use e2e::ll_playlist::{self, part_numbers, LlPlaylist};
 use e2e::{get, poll, probe, publish, Broker, Edge, Media, Proc, Publish};
 use serde_json::Value;
@@ -305,29 +305,6 @@ fn ll_hls_parts_playlists_and_blocking_reload() -> Result<()> {
     Ok(())
 }
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn missing_browser() -> Option<String> {
-    if Command::new("node").arg("--version").output().is_err() {
-        return Some("node is not on PATH".into());
-    }
-    if !browser_dir().join("node_modules/playwright-core").exists() {
-        return Some("playwright-core is not installed (npm ci in e2e/browser)".into());
-    }
-    if !chromium().exists() {
-        return Some(format!("no Chromium at {}", chromium().display()));
-    }
-    None
-}
-
 /// Upper bound asserted on the median LL-HLS latency: the 2.0 s with a 1 s margin for a
 /// loaded 2-core machine running broker, media, edge, ffmpeg and Chromium at once.
 const MAX_MEDIAN_LATENCY_S: f64 = 3.0;
@@ -337,13 +314,7 @@ const MEASURE_SECONDS: u32 = 60;
 #[test]
 fn ll_hls_latency_in_headless_chromium() -> Result<()> {
     const STREAM: &str = "e2e-ll-latency";
-    if let Some(why) = missing_browser() {
-        if std::env::var("REQUIRE_BROWSER").as_deref() == Ok("1") {
-            bail!("{why}, but REQUIRE_BROWSER=1");
-        }
-        eprintln!(
-            "NOTE: skipping the LL-HLS browser test: {why} (REQUIRE_BROWSER=1 makes this fail)"
-        );
+    if e2e::browser::skip("the LL-HLS browser test")? {
         return Ok(());
     }
     let dir = e2e::work_dir("ll_hls_latency");
@@ -367,19 +338,16 @@ fn ll_hls_latency_in_headless_chromium() -> Result<()> {
 
     let out = dir.join("browser");
     std::fs::create_dir_all(&out)?;
-    let mut cmd = Command::new("node");
-    cmd.arg(browser_dir().join("ll.mjs"))
-        .args([
-            "--base",
-            &format!("http://{}", edge.http),
-            "--stream",
-            STREAM,
-        ])
-        .arg("--out")
-        .arg(&out)
-        .args(["--seconds", &MEASURE_SECONDS.to_string()])
-        .env("CHROMIUM", chromium())
-        .current_dir(browser_dir());
+    let mut cmd = e2e::browser::node("ll.mjs");
+    cmd.args([
+        "--base",
+        &format!("http://{}", edge.http),
+        "--stream",
+        STREAM,
+    ])
+    .arg("--out")
+    .arg(&out)
+    .args(["--seconds", &MEASURE_SECONDS.to_string()]);
     let mut browser = Proc::spawn("browser", cmd, &dir)?;
     let status = browser.wait(Duration::from_secs(u64::from(MEASURE_SECONDS) + 60))?;
     let log = browser.log_text();

@@ -7,11 +7,9 @@
 //! Needs node, `npm ci` in `e2e/browser/` and `/usr/bin/chromium` (all installed by
 //! `scripts/install-deps.sh`); skipped with a note without them, unless REQUIRE_BROWSER=1 (CI).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
 use serde_json::Value;
 
@@ -21,33 +19,6 @@ const MIN_PLAYED_SECONDS: f64 = 6.0;
 /// Whole browser run: start, play 6 s, phone check, wait for the end of a 30 s broadcast.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(150);
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Why the browser test cannot run here, if it cannot.
-fn missing_tool() -> Option<String> {
-    if Command::new("node").arg("--version").output().is_err() {
-        return Some("node is not on PATH".into());
-    }
-    if !browser_dir().join("node_modules/playwright-core").exists() {
-        return Some(format!(
-            "playwright-core is not installed (run `npm ci` in {})",
-            browser_dir().display()
-        ));
-    }
-    if !chromium().exists() {
-        return Some(format!("no Chromium at {}", chromium().display()));
-    }
-    None
-}
-
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -55,11 +26,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn watch_page_plays_in_headless_chromium() -> Result<()> {
-    if let Some(why) = missing_tool() {
-        if std::env::var("REQUIRE_BROWSER").as_deref() == Ok("1") {
-            bail!("{why}, but REQUIRE_BROWSER=1");
-        }
-        eprintln!("NOTE: skipping the browser test: {why} (REQUIRE_BROWSER=1 makes this fail)");
+    if e2e::browser::skip("the browser test")? {
         return Ok(());
     }
     let dir = e2e::work_dir("watch_page");
@@ -83,18 +50,15 @@ fn watch_page_plays_in_headless_chromium() -> Result<()> {
 
     let shots = dir.join("browser");
     std::fs::create_dir_all(&shots)?;
-    let mut cmd = Command::new("node");
-    cmd.arg(browser_dir().join("watch.mjs"))
-        .args(["--base", &base, "--stream", STREAM, "--out"])
+    let mut cmd = e2e::browser::node("watch.mjs");
+    cmd.args(["--base", &base, "--stream", STREAM, "--out"])
         .arg(&shots)
         .args(["--min-seconds", &MIN_PLAYED_SECONDS.to_string()])
         .args([
             "--timeout-ms",
             &(BROWSER_TIMEOUT.as_millis() - 10_000).to_string(),
         ])
-        .arg("--wait-ended")
-        .env("CHROMIUM", chromium())
-        .current_dir(browser_dir());
+        .arg("--wait-ended");
     let mut browser = Proc::spawn("browser", cmd, &dir)?;
     // The Proc is killed on drop, so a hung browser cannot outlive the test.
     let status = browser.wait(BROWSER_TIMEOUT)?;
