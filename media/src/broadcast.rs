@@ -103,11 +103,8 @@ impl Broadcast {
             timestamp: timestamp_ms,
             data: payload.clone(),
         });
-        let seg = self.segmenter.push_video(timestamp_ms, payload)?;
-        self.emit_parts(seg.as_ref());
-        if let Some(seg) = seg {
-            self.emit(seg);
-        }
+        let closed = self.segmenter.push_video(timestamp_ms, payload)?;
+        self.emit_closed(closed);
         Ok(())
     }
 
@@ -120,21 +117,15 @@ impl Broadcast {
             timestamp: timestamp_ms,
             data: payload.clone(),
         });
-        let seg = self.segmenter.push_audio(timestamp_ms, payload)?;
-        self.emit_parts(seg.as_ref());
-        if let Some(seg) = seg {
-            self.emit(seg);
-        }
+        let closed = self.segmenter.push_audio(timestamp_ms, payload)?;
+        self.emit_closed(closed);
         Ok(())
     }
 
     /// Closes the open segment and announces the end; releases the name when dropped.
     pub async fn end(mut self) {
-        let seg = self.segmenter.finish();
-        self.emit_parts(seg.as_ref());
-        if let Some(seg) = seg {
-            self.emit(seg);
-        }
+        let closed = self.segmenter.finish();
+        self.emit_closed(closed);
         // Ends the recording: its writer finishes the files after the last segment.
         drop(self.recording.take());
         let end = StreamEnd {
@@ -155,6 +146,14 @@ impl Broadcast {
             dropped = self.dropped,
             "broadcast ended"
         );
+    }
+
+    /// Produces what the last push (or the finish) closed: its parts first, then the segment, if any.
+    fn emit_closed(&mut self, closed: Option<Segment>) {
+        self.emit_parts(closed.as_ref());
+        if let Some(seg) = closed {
+            self.emit(seg);
+        }
     }
 
     /// Produces the low-latency parts the last push closed, each as soon as it closed. They belong to

@@ -262,16 +262,7 @@ impl Hooks {
 
     /// Waits (bounded) for done-hooks still in flight, at shutdown.
     pub async fn drain(&self, timeout: Duration) {
-        self.pending.close();
-        if tokio::time::timeout(timeout, self.pending.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                pending = self.pending.len(),
-                "done-hooks still pending at exit"
-            );
-        }
+        crate::shutdown::drain(&self.pending, timeout, "done-hooks").await;
     }
 
     async fn decide(

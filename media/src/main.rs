@@ -11,6 +11,7 @@ mod producer;
 mod record;
 mod registry;
 mod rtmp;
+mod shutdown;
 
 use std::sync::Arc;
 use std::time::Duration;

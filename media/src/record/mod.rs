@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rml_rtmp::sessions::StreamMetadata;
 use tokio_util::task::TaskTracker;
-use tracing::{error, warn, Instrument};
+use tracing::{error, Instrument};
 
 use crate::hooks::{ClientInfo, Hooks};
 use writer::{Job, Plan};
@@ -232,16 +232,7 @@ impl Recorder {
     /// Waits (bounded) for writers still finishing their files, at shutdown; their `on_record_done`
     /// calls are then in flight in [`Hooks`], whose own drain waits for them.
     pub async fn drain(&self, timeout: Duration) {
-        self.tasks.close();
-        if tokio::time::timeout(timeout, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                pending = self.tasks.len(),
-                "recordings still being written at exit"
-            );
-        }
+        crate::shutdown::drain(&self.tasks, timeout, "recording writers").await;
     }
 }
 

@@ -117,17 +117,11 @@ pub async fn serve(
             .instrument(span),
         );
     }
-    tracker.close();
     info!(
         sessions = tracker.len(),
         "rtmp server stopping; ending sessions"
     );
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("some RTMP sessions did not end within 10 s");
-    }
+    crate::shutdown::drain(&tracker, Duration::from_secs(10), "RTMP sessions").await;
 }
 
 /// Binds the RTMP listener, with an error that says what to do.
