@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+mod tools;
 
 use std::path::Path;
 use std::process::Command;
@@ -16,27 +17,6 @@ use support::{read_flv, Tag};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/clip.flv");
 const PART_TARGET_MS: u64 = 334;
-
-fn tools_available() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ok("ffprobe") && ok("ffmpeg") {
-        return true;
-    }
-    assert!(
-        std::env::var("REQUIRE_FFMPEG").as_deref() != Ok("1"),
-        "ffprobe/ffmpeg not on PATH but REQUIRE_FFMPEG=1"
-    );
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        b"NOTE: ffprobe/ffmpeg not on PATH: skipping the fMP4 parts test\n",
-    );
-    false
-}
 
 /// Segments and, per segment, its parts.
 fn remux(tags: &[Tag], expected: (Option<bool>, Option<bool>)) -> Vec<(Segment, Vec<Part>)> {
@@ -186,7 +166,7 @@ fn check(name: &str, tags: &[Tag], expected: (Option<bool>, Option<bool>)) {
 
 #[test]
 fn fixture_parts_decode_with_ffmpeg() {
-    if !tools_available() {
+    if !tools::available("the fMP4 parts test") {
         return;
     }
     let tags = read_flv(&std::fs::read(FIXTURE).unwrap());

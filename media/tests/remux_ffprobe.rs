@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,27 +22,6 @@ fn is_video_frame(t: &Tag) -> bool {
 
 fn is_audio_frame(t: &Tag) -> bool {
     !t.video && t.body[1] == 1
-}
-
-fn ffmpeg_tools_available() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ok("ffprobe") && ok("ffmpeg") {
-        return true;
-    }
-    if std::env::var("REQUIRE_FFMPEG").as_deref() == Ok("1") {
-        panic!("ffprobe/ffmpeg not on PATH but REQUIRE_FFMPEG=1");
-    }
-    // Straight to the process's stderr: libtest would swallow eprintln! output of a passing test.
-    let _ = std::io::Write::write_all(
-        &mut std::io::stderr(),
-        b"NOTE: ffprobe/ffmpeg not on PATH: skipping the real-media remux test (REQUIRE_FFMPEG=1 makes this fail)\n",
-    );
-    false
 }
 
 fn run(cmd: &mut Command) -> (bool, String, String) {
@@ -176,7 +156,7 @@ fn total_duration_s(segments: &[Segment]) -> f64 {
 
 #[test]
 fn fixture_segments_decode_with_ffmpeg() {
-    if !ffmpeg_tools_available() {
+    if !tools::available("the real-media remux test") {
         return;
     }
     let tags = read_flv(&std::fs::read(FIXTURE).unwrap());
@@ -220,7 +200,7 @@ fn fixture_segments_decode_with_ffmpeg() {
 
 #[test]
 fn fixture_audio_only_decodes_with_ffmpeg() {
-    if !ffmpeg_tools_available() {
+    if !tools::available("the real-media remux test") {
         return;
     }
     // No onMetaData: the segmenter holds audio waiting for video, then goes audio-only.
@@ -242,7 +222,7 @@ fn fixture_audio_only_decodes_with_ffmpeg() {
 
 #[test]
 fn fixture_video_only_decodes_with_ffmpeg() {
-    if !ffmpeg_tools_available() {
+    if !tools::available("the real-media remux test") {
         return;
     }
     let tags: Vec<Tag> = read_flv(&std::fs::read(FIXTURE).unwrap())
