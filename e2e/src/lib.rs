@@ -328,6 +328,19 @@ impl Edge {
     pub fn url(&self, stream: &str, file: &str) -> String {
         format!("http://{}/live/{stream}/{file}", self.http)
     }
+
+    /// The stream's `index.m3u8` as served and as parsed by the independent reader, if the edge has it
+    /// (200). Panics on a playlist that breaks RFC 8216 or comes with the wrong content type.
+    pub fn playlist(&self, stream: &str) -> Option<(Vec<u8>, playlist::MediaPlaylist)> {
+        let r = get(&self.url(stream, "index.m3u8")).ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        let text = String::from_utf8(r.body.clone()).ok()?;
+        let parsed = playlist::parse(&text).expect("every playlist served follows RFC 8216");
+        assert_eq!(r.content_type, "application/vnd.apple.mpegurl");
+        Some((r.body, parsed))
+    }
 }
 
 /// An HTTP response as a test sees it.

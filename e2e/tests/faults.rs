@@ -12,22 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use e2e::faults::{kill_hard, start_broker_process, Proxy};
 use e2e::manager::{Answer, Manager};
-use e2e::playlist::{self, MediaPlaylist};
+use e2e::playlist::MediaPlaylist;
 use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
 
 const STREAM: &str = "fault-cam";
 /// One-second segments: more segments per second of test, same code paths as the default two.
 const SEGMENT: &[&str] = &["--segment-seconds", "1"];
-
-fn playlist_of(edge: &Edge, stream: &str) -> Option<(Vec<u8>, MediaPlaylist)> {
-    let r = get(&edge.url(stream, "index.m3u8")).ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    let text = String::from_utf8(r.body.clone()).ok()?;
-    let parsed = playlist::parse(&text).expect("every playlist served follows RFC 8216");
-    Some((r.body, parsed))
-}
 
 fn seqs(p: &MediaPlaylist) -> Vec<u64> {
     p.entries.iter().map(|e| e.seq).collect()
@@ -47,7 +37,7 @@ fn ended_everywhere(edges: &[&Edge], stream: &str, timeout: Duration) -> Result<
     poll(timeout, Duration::from_millis(100), || {
         let mut first: Option<(Vec<u8>, MediaPlaylist)> = None;
         for edge in edges {
-            let (raw, pl) = playlist_of(edge, stream)?;
+            let (raw, pl) = edge.playlist(stream)?;
             if !pl.ended {
                 return None;
             }
@@ -114,7 +104,9 @@ fn broker_outage_loses_no_segment() -> Result<()> {
     )?;
 
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 3)
+        edge_a
+            .playlist(STREAM)
+            .filter(|(_, p)| p.entries.len() >= 3)
     })
     .context("the stream should reach the edge before the outage")?;
 
@@ -123,13 +115,15 @@ fn broker_outage_loses_no_segment() -> Result<()> {
     let closed_before = closed_seqs(&media.proc.log_text()).len();
     let before: Vec<u64> = [&edge_a, &edge_b]
         .iter()
-        .filter_map(|e| playlist_of(e, STREAM).map(|(_, p)| seqs(&p)))
+        .filter_map(|e| e.playlist(STREAM).map(|(_, p)| seqs(&p)))
         .filter_map(|s| s.last().copied())
         .collect();
     // Ten seconds of outage, watched: the edges keep serving, never end the playlist, and learn nothing.
     while down_at.elapsed() < Duration::from_secs(10) {
         for edge in [&edge_a, &edge_b] {
-            let (_, p) = playlist_of(edge, STREAM).context("edges keep serving the playlist")?;
+            let (_, p) = edge
+                .playlist(STREAM)
+                .context("edges keep serving the playlist")?;
             ensure!(
                 !p.ended,
                 "an edge ended the playlist during the broker outage"
@@ -144,7 +138,9 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         down_at.elapsed()
     );
     for edge in [&edge_a, &edge_b] {
-        let last = playlist_of(edge, STREAM).and_then(|(_, p)| seqs(&p).last().copied());
+        let last = edge
+            .playlist(STREAM)
+            .and_then(|(_, p)| seqs(&p).last().copied());
         ensure!(
             last.is_some_and(|l| before.contains(&l)),
             "the edge received segments while the broker was down ({last:?} vs {before:?}): no outage"
@@ -154,7 +150,7 @@ fn broker_outage_loses_no_segment() -> Result<()> {
     // The publisher streams on; the playlist stays live until it stops.
     while ffmpeg.wait(Duration::from_millis(10)).is_err() {
         for edge in [&edge_a, &edge_b] {
-            if let Some((_, p)) = playlist_of(edge, STREAM) {
+            if let Some((_, p)) = edge.playlist(STREAM) {
                 ensure!(
                     !p.ended,
                     "an edge ended the playlist while the publisher was live"
@@ -220,7 +216,9 @@ fn edge_killed_and_restarted_serves_the_window_within_a_second() -> Result<()> {
         &Publish::small(40),
     )?;
     poll(Duration::from_secs(40), Duration::from_millis(100), || {
-        playlist_of(&victim, STREAM).filter(|(_, p)| p.entries.len() >= 6)
+        victim
+            .playlist(STREAM)
+            .filter(|(_, p)| p.entries.len() >= 6)
     })
     .context("the window should fill")?;
 
@@ -232,8 +230,8 @@ fn edge_killed_and_restarted_serves_the_window_within_a_second() -> Result<()> {
     );
     let restarted = Edge::start_on(&dir, "edge-restarted", &broker, addr, &window)?;
     let served = poll(Duration::from_secs(5), Duration::from_millis(10), || {
-        let (_, cold) = playlist_of(&restarted, STREAM)?;
-        let (_, hot) = playlist_of(&warm, STREAM)?;
+        let (_, cold) = restarted.playlist(STREAM)?;
+        let (_, hot) = warm.playlist(STREAM)?;
         let have: BTreeSet<u64> = seqs(&cold).into_iter().collect();
         (cold.entries.len() == 6 && seqs(&hot).iter().all(|s| have.contains(s)))
             .then(|| restarted.proc.started.elapsed())
@@ -244,7 +242,7 @@ fn edge_killed_and_restarted_serves_the_window_within_a_second() -> Result<()> {
         served <= Duration::from_secs(1),
         "the restarted edge took {served:?}"
     );
-    let (_, pl) = playlist_of(&restarted, STREAM).context("playlist")?;
+    let (_, pl) = restarted.playlist(STREAM).context("playlist")?;
     all_served(&[&restarted], STREAM, &pl)?;
     Ok(())
 }
@@ -272,7 +270,9 @@ fn media_killed_edges_end_the_playlist_and_the_next_publish_continues() -> Resul
         &Publish::small(60),
     )?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 4)
+        edge_a
+            .playlist(STREAM)
+            .filter(|(_, p)| p.entries.len() >= 4)
     })
     .context("the stream should reach the edge")?;
 
@@ -300,7 +300,8 @@ fn media_killed_edges_end_the_playlist_and_the_next_publish_continues() -> Resul
         &Publish::small(5),
     )?;
     let after = poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        playlist_of(&edge_a, STREAM)
+        edge_a
+            .playlist(STREAM)
             .map(|(_, p)| p)
             .filter(|p| !p.ended && p.entries.len() >= 2)
     })
@@ -357,7 +358,7 @@ fn publisher_network_cut_ends_the_broadcast_within_the_idle_timeout() -> Result<
     let url = format!("rtmp://{}/live/{STREAM}", proxy.addr);
     let _ffmpeg = publish(&dir, "ffmpeg", &url, &Publish::small(60))?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 3)
+        edge.playlist(STREAM).filter(|(_, p)| p.entries.len() >= 3)
     })
     .context("the stream should reach the edge through the proxy")?;
     ensure!(manager.calls_of("publish_done").is_empty());
@@ -424,7 +425,7 @@ fn media_sigterm_ends_streams_and_flushes_everything() -> Result<()> {
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
         streams
             .iter()
-            .all(|s| playlist_of(&edge, s).is_some_and(|(_, p)| p.entries.len() >= 3))
+            .all(|s| edge.playlist(s).is_some_and(|(_, p)| p.entries.len() >= 3))
             .then_some(())
     })
     .context("both streams should reach the edge")?;
@@ -485,7 +486,7 @@ fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
         &Publish::small(60),
     )?;
     poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 2)
+        edge.playlist(STREAM).filter(|(_, p)| p.entries.len() >= 2)
     })
     .context("the stream should reach the edge")?;
 
@@ -545,7 +546,7 @@ fn edge_sigterm_completes_in_flight_responses() -> Result<()> {
     // buffers of a client that reads slowly can absorb.
     let mut ffmpeg = cbr_publish(&dir, &media.publish_url(STREAM), 8000, 7)?;
     let (_, pl) = poll(Duration::from_secs(40), Duration::from_millis(200), || {
-        playlist_of(&edge, STREAM).filter(|(_, p)| p.entries.len() >= 2)
+        edge.playlist(STREAM).filter(|(_, p)| p.entries.len() >= 2)
     })
     .context("segments should reach the edge")?;
     let uri = pl.entries[0].uri.clone();

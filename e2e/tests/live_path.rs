@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use e2e::playlist::{self, MediaPlaylist};
+use e2e::playlist::MediaPlaylist;
 use e2e::{get, poll, probe, publish, Broker, Edge, Media, Publish};
 
 const STREAM: &str = "e2e-cam";
@@ -13,22 +13,11 @@ const SEGMENT_SECONDS: f64 = 2.0;
 /// Small records force every segment through chunking and reassembly (chunks stay under 48 KiB).
 const MAX_MESSAGE_BYTES: &str = "65536";
 
-fn playlist_of(edge: &Edge, stream: &str) -> Option<(Vec<u8>, MediaPlaylist)> {
-    let r = get(&edge.url(stream, "index.m3u8")).ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    let text = String::from_utf8(r.body.clone()).ok()?;
-    let parsed = playlist::parse(&text).expect("every playlist served follows RFC 8216");
-    assert_eq!(r.content_type, "application/vnd.apple.mpegurl");
-    Some((r.body, parsed))
-}
-
 /// Waits until both edges serve the same ended playlist, and returns it.
 fn ended_playlist(a: &Edge, b: &Edge, stream: &str) -> Result<MediaPlaylist> {
     poll(Duration::from_secs(20), Duration::from_millis(100), || {
-        let (raw_a, pa) = playlist_of(a, stream)?;
-        let (raw_b, _) = playlist_of(b, stream)?;
+        let (raw_a, pa) = a.playlist(stream)?;
+        let (raw_b, _) = b.playlist(stream)?;
         (pa.ended && raw_a == raw_b).then_some(pa)
     })
     .context(
@@ -99,12 +88,14 @@ fn publish_watch_republish_through_two_edges() -> Result<()> {
 
     // An edge started after the stream began serves what the warm edge has within 1 s of starting.
     let (_, warm) = poll(Duration::from_secs(30), Duration::from_millis(100), || {
-        playlist_of(&edge_a, STREAM).filter(|(_, p)| p.entries.len() >= 3)
+        edge_a
+            .playlist(STREAM)
+            .filter(|(_, p)| p.entries.len() >= 3)
     })
     .context("edge A should list 3 segments within 30 s of publishing")?;
     let edge_b = Edge::start(&dir, "edge-b", &broker, &window)?;
     let caught_up = poll(Duration::from_secs(5), Duration::from_millis(10), || {
-        let (_, cold) = playlist_of(&edge_b, STREAM)?;
+        let (_, cold) = edge_b.playlist(STREAM)?;
         let cold_seqs: Vec<u64> = cold.entries.iter().map(|e| e.seq).collect();
         warm.entries
             .iter()

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use e2e::playlist::{self, MediaPlaylist};
+use e2e::playlist::MediaPlaylist;
 use e2e::rtmp_client::{self as rtmp, Client, FlvTag, Message};
 use e2e::{get, poll, probe, publish, Broker, Edge, Media, Publish};
 
@@ -24,14 +24,8 @@ fn rss_mib(pid: u32) -> Result<u64> {
     Ok(kb / 1024)
 }
 
-fn playlist_of(edge: &Edge, stream: &str) -> Option<MediaPlaylist> {
-    let r = get(&edge.url(stream, "index.m3u8")).ok()?;
-    (r.status == 200).then_some(())?;
-    Some(playlist::parse(&String::from_utf8(r.body).ok()?).expect("playlists follow RFC 8216"))
-}
-
 fn last_seq(edge: &Edge, stream: &str) -> Option<u64> {
-    playlist_of(edge, stream)?.entries.last().map(|e| e.seq)
+    edge.playlist(stream)?.1.entries.last().map(|e| e.seq)
 }
 
 /// Waits for `needle` in media's log (it is written asynchronously).
@@ -341,7 +335,7 @@ fn fetch_ended(
     stream: &str,
 ) -> Result<(MediaPlaylist, std::path::PathBuf)> {
     let pl = poll(Duration::from_secs(30), Duration::from_millis(200), || {
-        playlist_of(edge, stream).filter(|p| p.ended)
+        edge.playlist(stream).map(|(_, p)| p).filter(|p| p.ended)
     })
     .with_context(|| format!("{stream}: the edge should end the playlist"))?;
     let all = dir.join(format!("{stream}-all.ts"));
