@@ -30,8 +30,8 @@ pub struct Broadcast {
     recording: Option<Recording>,
     /// Running `PART-TARGET` in ms: never below the configured one, raised by any longer part.
     part_target_ms: u64,
-    /// Id and bytes of the init segment the low-latency parts use now.
-    init: Option<(u64, Bytes)>,
+    /// The init segment the low-latency parts use now, with its metadata (built once, re-sent often).
+    init: Option<(InitMeta, Bytes)>,
 }
 
 impl Broadcast {
@@ -169,26 +169,29 @@ impl Broadcast {
             |s| s.discontinuity,
         );
         let n = self.claim.peek(discontinuity);
-        let codecs = self.segmenter.tracks().codecs();
         for part in parts {
             if let Some(init) = part.init {
-                self.init = Some((n.seq, init));
-            }
-            let Some((init_id, init)) = self.init.clone() else {
-                continue; // unreachable: the first part always carries an init
-            };
-            // The init goes out again before every segment's first part (it is under a kilobyte):
-            // an edge that starts mid-broadcast reads only the last seconds of the topic.
-            if part.index == 0 {
                 let meta = InitMeta {
                     stream: self.claim.stream().to_owned(),
                     broadcast: self.claim.broadcast.clone(),
-                    init: init_id,
-                    codecs: codecs.clone(),
+                    init: n.seq,
+                    codecs: self.segmenter.tracks().codecs(),
                     size: init.len() as u64,
                     crc32: crc32fast::hash(&init),
                 };
-                if let Err(e) = self.producer.send_single(LiveMessage::Init(meta), init) {
+                self.init = Some((meta, init));
+            }
+            let Some((init_meta, init)) = &self.init else {
+                continue; // unreachable: the first part always carries an init
+            };
+            let init_id = init_meta.init;
+            // The init goes out again before every segment's first part (it is under a kilobyte):
+            // an edge that starts mid-broadcast reads only the last seconds of the topic.
+            if part.index == 0 {
+                if let Err(e) = self
+                    .producer
+                    .send_single(LiveMessage::Init(init_meta.clone()), init.clone())
+                {
                     warn!(seq = n.seq, error = %e, "init segment of the low-latency rendition dropped");
                 }
             }
