@@ -283,23 +283,32 @@ fn ll_hls_parts_playlists_and_blocking_reload() -> Result<()> {
 
     let status = ffmpeg.wait(Duration::from_secs(60))?;
     ensure!(status.success(), "ffmpeg failed: {}", ffmpeg.log_text());
-    let mut last_answer = String::new();
-    let ended = poll(
-        Duration::from_secs(15),
-        Duration::from_millis(200),
-        || match ll(&a, STREAM, "") {
-            Ok((p, body)) => p.ended.then_some(body),
-            Err(e) => {
-                last_answer = format!("{e:#}");
-                None
-            }
-        },
-    )
-    .with_context(|| {
-        format!("the LL playlist should end after the publisher stops: {last_answer}")
-    })?;
-    let (_, ended_b) = ll(&b, STREAM, "")?;
-    ensure!(ended == ended_b, "both edges end with the same playlist");
+    // Each edge reads the stream's end on its own, a few milliseconds apart: wait for both.
+    let mut ended = Vec::new();
+    for edge in [&a, &b] {
+        let mut last_answer = String::new();
+        let body = poll(
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || match ll(edge, STREAM, "") {
+                Ok((p, body)) => p.ended.then_some(body),
+                Err(e) => {
+                    last_answer = format!("{e:#}");
+                    None
+                }
+            },
+        )
+        .with_context(|| {
+            format!("the LL playlist should end after the publisher stops: {last_answer}")
+        })?;
+        ended.push(body);
+    }
+    ensure!(
+        ended[0] == ended[1],
+        "both edges end with the same playlist:\n{}\n---\n{}",
+        String::from_utf8_lossy(&ended[0]),
+        String::from_utf8_lossy(&ended[1])
+    );
     drop(media);
     drop(broker);
     Ok(())
