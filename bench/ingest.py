@@ -28,11 +28,14 @@ def main():
                          f"[default: {' '.join(EDGE_TANSU_OPTIONS)}, for Tansu]")
     ap.add_argument("--cold-start", action="store_true",
                     help="also time a second edge from process start to every stream's full window")
+    ap.add_argument("--our-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment of media and the edge (repeatable), e.g. TOKIO_WORKER_THREADS=1")
     a = ap.parse_args()
     log(FETCH_WAIT_NOTE)
     out = Path(a.out)
     result = measure_ingest("ours", a.publishers, a.seconds, a.warmup, out / "ingest", clip(),
-                            cold_start=a.cold_start, edge_options=a.edge_kafka_option)
+                            cold_start=a.cold_start, edge_options=a.edge_kafka_option,
+                            our_env=dict(kv.split("=", 1) for kv in a.our_env))
     print(json.dumps(result, indent=2))
     (out / "ingest.json").write_text(json.dumps(result, indent=2))
 

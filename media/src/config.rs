@@ -64,6 +64,12 @@ pub struct Args {
     /// Seconds without any byte from a client before it is disconnected [default: 30].
     #[arg(long, env = "MEDIA_IDLE_TIMEOUT_SECONDS")]
     pub idle_timeout_seconds: Option<u64>,
+    /// Read a publisher's socket at most once per this many milliseconds, on a clock all connections
+    /// share (SRS's "merged read"): with many publishers the server then wakes once per tick instead of
+    /// once per packet. Adds at most this much to ingest delay; 0 reads bytes as soon as they arrive
+    /// [default: 20].
+    #[arg(long, env = "MEDIA_PUBLISH_READ_INTERVAL_MS")]
+    pub publish_read_interval_ms: Option<u64>,
     /// nginx-rtmp `on_publish`: POSTed before a broadcast starts; 2xx allows, 3xx with `Location: name`
     /// allows under that name, anything else (or no answer in time) refuses.
     #[arg(long, env = "MEDIA_ON_PUBLISH")]
@@ -133,6 +139,8 @@ pub struct Config {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// `None`: read publishers as soon as bytes arrive.
+    pub publish_read_interval: Option<Duration>,
     pub kafka_options: Vec<(String, String)>,
     pub log_json: bool,
     pub hooks: crate::hooks::HookUrls,
@@ -245,6 +253,12 @@ impl Config {
                     .or(file.idle_timeout_seconds)
                     .unwrap_or(30),
             ),
+            publish_read_interval: Some(Duration::from_millis(
+                cli.publish_read_interval_ms
+                    .or(file.publish_read_interval_ms)
+                    .unwrap_or(20),
+            ))
+            .filter(|d| !d.is_zero()),
             kafka_options: parse_kafka_options(&kafka_options)?,
             log_json,
             hooks: crate::hooks::HookUrls {

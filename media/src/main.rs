@@ -117,6 +117,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         part_target: config.part_target,
         handshake_timeout: config.handshake_timeout,
         idle_timeout: config.idle_timeout,
+        publish_read_interval: config.publish_read_interval,
         registry: registry.clone(),
         producer: producer.clone(),
         recorder: recorder.clone(),

@@ -8,6 +8,7 @@
 mod aggregate;
 mod connect;
 mod handshake;
+mod pacing;
 mod session;
 
 use std::collections::VecDeque;
@@ -36,6 +37,8 @@ pub struct ServerContext {
     pub part_target: Option<Duration>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Period of the shared clock publishers' sockets are read on; `None` reads at once.
+    pub publish_read_interval: Option<Duration>,
     pub registry: Registry,
     pub producer: ProducerHandle,
     /// Manager hooks (nginx-rtmp compatible).

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::connect::ConnectSniffer;
-use super::{aggregate, ServerContext};
+use super::{aggregate, pacing, ServerContext};
 use crate::broadcast::Broadcast;
 use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
@@ -137,6 +137,19 @@ struct Connection {
     unknown: u64,
 }
 
+/// Reads the socket, first waiting until `not_before` if set; the idle timeout counts from then.
+async fn paced_read(
+    socket: &mut TcpStream,
+    buf: &mut [u8],
+    not_before: Option<tokio::time::Instant>,
+    timeout: Duration,
+) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
+    if let Some(at) = not_before {
+        tokio::time::sleep_until(at).await;
+    }
+    tokio::time::timeout(timeout, socket.read(buf)).await
+}
+
 impl Connection {
     async fn drive(
         &mut self,
@@ -161,6 +174,8 @@ impl Connection {
         let mut update = tokio::time::interval(self.ctx.update_interval);
         update.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         update.reset();
+        // Set after a publisher's read drained the socket: do not read again before then (`pacing`).
+        let mut read_at: Option<tokio::time::Instant> = None;
         loop {
             if let Some(why) = self.close.take() {
                 return Err(SessionError::Refused(why));
@@ -196,12 +211,18 @@ impl Connection {
                     self.play_frames(&mut session, frame, &mut out)?;
                     self.flush(socket, &mut out).await?;
                 }
-                read = tokio::time::timeout(read_timeout, socket.read(&mut buf)) => {
+                read = paced_read(socket, &mut buf, read_at, read_timeout) => {
                     let n = match read {
                         Err(_) => return Err(SessionError::Idle(idle)),
                         Ok(Ok(0)) => return Ok(()),
                         Ok(Ok(n)) => n,
                         Ok(Err(e)) => return Err(e.into()),
+                    };
+                    // A full buffer means more may be waiting: read on at once.
+                    let publishing = matches!(self.active, Some(Active::Publishing { .. }));
+                    read_at = match self.ctx.publish_read_interval {
+                        Some(period) if publishing && n < buf.len() => Some(pacing::next_read(period)),
+                        _ => None,
                     };
                     self.input(&mut session, &buf[..n], &mut out).await?;
                     self.flush(socket, &mut out).await?;
