@@ -35,6 +35,8 @@ pub struct Client {
     reader: Reader,
     /// Message stream id from `createStream`.
     pub stream_id: u32,
+    /// Bytes written since the handshake (what the server's acknowledgements count).
+    pub sent: u64,
 }
 
 impl Client {
@@ -57,6 +59,7 @@ impl Client {
             chunk_size: 128,
             reader: Reader::default(),
             stream_id: 0,
+            sent: 0,
         })
     }
 
@@ -144,7 +147,7 @@ impl Client {
     /// Writes `m` on chunk stream `csid`: a type 0 chunk, then type 3 chunks.
     pub fn send(&mut self, csid: u32, m: &Message) -> Result<()> {
         let bytes = chunks(csid, 0, m, self.chunk_size).concat();
-        self.socket.write_all(&bytes)?;
+        self.write_counted(&bytes)?;
         Ok(())
     }
 
@@ -168,7 +171,7 @@ impl Client {
                 break;
             }
         }
-        self.socket.write_all(&out)?;
+        self.write_counted(&out)?;
         Ok(())
     }
 
@@ -176,13 +179,19 @@ impl Client {
     /// be a chunk stream never used before.
     pub fn send_type1(&mut self, csid: u32, m: &Message) -> Result<()> {
         let bytes = chunks(csid, 1, m, self.chunk_size).concat();
-        self.socket.write_all(&bytes)?;
+        self.write_counted(&bytes)?;
+        Ok(())
+    }
+
+    fn write_counted(&mut self, bytes: &[u8]) -> Result<()> {
+        self.socket.write_all(bytes)?;
+        self.sent += bytes.len() as u64;
         Ok(())
     }
 
     /// Writes raw bytes.
     pub fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.socket.write_all(bytes)?;
+        self.write_counted(bytes)?;
         Ok(())
     }
 

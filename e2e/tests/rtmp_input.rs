@@ -458,6 +458,12 @@ fn unusual_but_legal_chunking_and_a_resolution_change_play() -> Result<()> {
 
     // Chunk size stays at the initial 128 until half-way through the first clip.
     let mut c = Client::handshake(media.rtmp)?;
+    // A small acknowledgement window (section 5.4.4), so the server's acknowledgements can be checked.
+    const WINDOW: u64 = 100_000;
+    c.send(
+        2,
+        &media_msg(5, 0, 0, (WINDOW as u32).to_be_bytes().to_vec()),
+    )?;
     c.connect("live")?;
     let code = c.start_publish("unusual")?;
     ensure!(code == "NetStream.Publish.Start", "{code}");
@@ -502,6 +508,24 @@ fn unusual_but_legal_chunking_and_a_resolution_change_play() -> Result<()> {
         }
         i += 1;
     }
+    // Acknowledgements carry the running total of bytes received, one per window (section 5.4.3).
+    let sent = c.sent;
+    let mut acks = Vec::new();
+    c.wait_for(|m| {
+        if m.type_id == 3 {
+            acks.push(u64::from(u32::from_be_bytes(
+                m.data[..4].try_into().unwrap_or_default(),
+            )));
+        }
+        acks.last().is_some_and(|&a| a + WINDOW > sent)
+    })
+    .with_context(|| format!("acknowledgements up to {sent} bytes; got {acks:?}"))?;
+    ensure!(
+        acks.len() as u64 == sent / WINDOW
+            && acks.windows(2).all(|w| w[1] - w[0] >= WINDOW)
+            && acks.iter().all(|&a| a <= sent),
+        "{sent} bytes sent, acknowledged {acks:?}"
+    );
     drop(c);
 
     let (pl, all) = fetch_ended(&dir, &edge, "unusual")?;

@@ -9,6 +9,11 @@
 //! hands rml_rtmp each complete message as one type-0 chunk ([`canonical`]) after [`preamble`] raised
 //! rml_rtmp's chunk size to the maximum, so rml_rtmp's own deserializer only ever sees the simplest form.
 //!
+//! Audio and video of an accepted broadcast skip rml_rtmp altogether: it would copy every payload twice
+//! more (into its deserializer, then into its message) and clone the app and stream names per message,
+//! which profiles showed as a tenth of media's CPU; the session takes them straight from [`Dechunker`].
+//! rml_rtmp then no longer sees the bytes it would acknowledge, so [`Acknowledgements`] does that.
+//!
 //! Pure: bytes in, messages out, no I/O.
 
 use std::collections::HashMap;
@@ -35,6 +40,15 @@ const ABORT: u8 = 2;
 const EXTENDED: u32 = 0xFF_FFFF;
 /// Chunk stream id used for every message handed to rml_rtmp.
 const CANONICAL_CSID: u8 = 3;
+/// Most of a message's declared length reserved on its first chunk: a typical keyframe gets its exact
+/// size (no regrowth, no slack kept alive while frames are cached), while a peer that declares large
+/// messages and never sends them cannot make us reserve more than this per chunk stream.
+const RESERVE_LIMIT: usize = 512 * 1024;
+/// Message type ids the session handles itself (sections 5.4.3, 5.4.4, 7.1.4, 7.1.5).
+pub const ACKNOWLEDGEMENT: u8 = 3;
+pub const WINDOW_ACK_SIZE: u8 = 5;
+pub const AUDIO: u8 = 8;
+pub const VIDEO: u8 = 9;
 
 /// Why the chunk stream cannot be read any further; the connection must end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +160,18 @@ impl Dechunker {
     /// order. Set Chunk Size and Abort are applied here and not returned.
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<MessagePayload>, ChunkError> {
         self.buf.extend_from_slice(bytes);
+        self.messages()
+    }
+
+    /// The input buffer with room for at least `room` more bytes, for reading the socket straight into
+    /// it (no intermediate buffer, no copy); [`Dechunker::messages`] then takes what completed.
+    pub fn read_buffer(&mut self, room: usize) -> &mut BytesMut {
+        self.buf.reserve(room);
+        &mut self.buf
+    }
+
+    /// The messages the input buffer completes, in order; see [`Dechunker::push`].
+    pub fn messages(&mut self) -> Result<Vec<MessagePayload>, ChunkError> {
         let mut out = Vec::new();
         while let Some(header) = self.header()? {
             let have = if header.continues {
@@ -300,8 +326,10 @@ impl Dechunker {
         if h.fmt < 3 {
             stream.extended = h.extended;
         }
-        // Grows with what arrives, never reserved from the declared length.
-        let partial = stream.partial.get_or_insert_with(BytesMut::new);
+        // Reserved from the declared length only up to a limit, so a lying header costs little.
+        let partial = stream
+            .partial
+            .get_or_insert_with(|| BytesMut::with_capacity((h.length as usize).min(RESERVE_LIMIT)));
         partial.extend_from_slice(piece);
         self.partial_bytes += piece.len();
         if partial.len() < h.length as usize {
@@ -340,6 +368,151 @@ fn chunk_size(data: &[u8]) -> Result<u32, ChunkError> {
         return Err(ChunkError::InvalidChunkSize(size));
     }
     Ok(size)
+}
+
+/// Acknowledgements of received bytes (section 5.4.3): once the peer has said its window (Window
+/// Acknowledgement Size), every time that many bytes arrived since the last one, an Acknowledgement
+/// carrying the total received so far, as nginx-rtmp sends it.
+///
+/// They go on chunk stream 2 with the protocol control messages rml_rtmp writes there, and rml_rtmp
+/// compresses each header against its own previous message on that chunk stream. Once an
+/// acknowledgement came between, the peer holds our header instead, so every rml_rtmp packet passes
+/// through [`Acknowledgements::outbound`], which gives the first one on chunk stream 2 after an
+/// acknowledgement a full header again.
+#[derive(Debug, Default)]
+pub struct Acknowledgements {
+    window: Option<u32>,
+    received: u64,
+    acknowledged: u64,
+    /// rml_rtmp's latest header on chunk stream 2, as the peer would hold it without our messages.
+    rml_control: ControlHeader,
+    /// An acknowledgement went out after rml_rtmp's latest message on chunk stream 2.
+    interleaved: bool,
+}
+
+/// The fields of a chunk message header (section 5.3.1.2) a later compressed header inherits.
+#[derive(Debug, Default, Clone, Copy)]
+struct ControlHeader {
+    timestamp: u32,
+    delta: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    extended: bool,
+}
+
+/// Chunk stream of protocol control messages (section 5.4).
+const CONTROL_CSID: u8 = 2;
+
+impl Acknowledgements {
+    /// Applies the peer's Window Acknowledgement Size message; a malformed one is ignored.
+    pub fn set_window(&mut self, payload: &[u8]) {
+        if let Some(size) = read_u32(payload).filter(|&s| s > 0) {
+            self.window = Some(size);
+        }
+    }
+
+    /// Counts `n` bytes read off the socket; appends an Acknowledgement chunk to `out` when one is due.
+    pub fn received(&mut self, n: usize, out: &mut Vec<u8>) {
+        self.received += n as u64;
+        let Some(window) = self.window else {
+            return;
+        };
+        if self.received - self.acknowledged >= u64::from(window) {
+            self.acknowledged = self.received;
+            // The sequence number wraps at 2^32 like every RTMP byte counter.
+            let message = MessagePayload {
+                timestamp: RtmpTimestamp::new(0),
+                type_id: ACKNOWLEDGEMENT,
+                message_stream_id: 0,
+                data: Bytes::copy_from_slice(&(self.received as u32).to_be_bytes()),
+            };
+            let start = out.len();
+            canonical(&message, out);
+            out[start] = CONTROL_CSID;
+            self.interleaved = true;
+        }
+    }
+
+    /// Appends one packet rml_rtmp serialized (one message) to `out`, with a full header if it
+    /// continues chunk stream 2 after an acknowledgement.
+    pub fn outbound(&mut self, packet: &[u8], out: &mut Vec<u8>) {
+        let Some(&first) = packet.first() else {
+            return;
+        };
+        if first & 0x3f != CONTROL_CSID {
+            out.extend_from_slice(packet);
+            return;
+        }
+        let fmt = first >> 6;
+        let prev = self.rml_control;
+        let field = |at: usize| {
+            packet
+                .get(at..at + 3)
+                .map_or(0, |b| u32::from_be_bytes([0, b[0], b[1], b[2]]))
+        };
+        let mut h = prev;
+        let mut len = 1 + [11, 7, 3, 0][usize::from(fmt)];
+        if fmt < 3 {
+            let ts = field(1);
+            h.extended = ts == EXTENDED;
+            let ts = if h.extended {
+                len += 4;
+                read_u32(packet.get(len - 4..).unwrap_or_default()).unwrap_or(0)
+            } else {
+                ts
+            };
+            if fmt == 0 {
+                h.timestamp = ts;
+                h.delta = 0;
+            } else {
+                h.delta = ts;
+                h.timestamp = prev.timestamp.wrapping_add(ts);
+            }
+            if fmt < 2 {
+                h.length = field(4);
+                h.type_id = packet.get(7).copied().unwrap_or(0);
+            }
+            if fmt == 0 {
+                h.stream_id = packet
+                    .get(8..12)
+                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
+        } else {
+            if prev.extended {
+                len += 4;
+            }
+            h.timestamp = prev.timestamp.wrapping_add(prev.delta);
+        }
+        self.rml_control = h;
+        if !self.interleaved || fmt == 0 || packet.len() < len {
+            self.interleaved &= fmt != 0;
+            out.extend_from_slice(packet);
+            return;
+        }
+        // Our acknowledgement replaced what the peer inherits from: restate everything.
+        self.interleaved = false;
+        out.push(CONTROL_CSID);
+        out.extend_from_slice(&h.timestamp.min(EXTENDED).to_be_bytes()[1..]);
+        out.extend_from_slice(&h.length.to_be_bytes()[1..]);
+        out.push(h.type_id);
+        out.extend_from_slice(&h.stream_id.to_le_bytes());
+        if h.timestamp >= EXTENDED {
+            out.extend_from_slice(&h.timestamp.to_be_bytes());
+        }
+        out.extend_from_slice(&packet[len..]);
+    }
+}
+
+/// Whether `message` is a `publish` command (AMF0, or AMF3-wrapped): the message stream it arrives
+/// on is the one the broadcast's audio and video will use.
+pub fn is_publish(message: &MessagePayload) -> bool {
+    const NAME: &[u8] = b"\x02\x00\x07publish";
+    match message.type_id {
+        AMF0_COMMAND => message.data.starts_with(NAME),
+        AMF3_COMMAND => message.data.get(1..).is_some_and(|d| d.starts_with(NAME)),
+        _ => false,
+    }
 }
 
 /// Message type ids of AMF commands and data (section 7.1; rml_rtmp reads the AMF3 ones as AMF0).
@@ -794,6 +967,108 @@ mod tests {
         sdf.extend_from_slice(&640f64.to_be_bytes());
         sdf.extend_from_slice(&[0, 0, 9]);
         assert_eq!(screen(&amf(18, sdf)), Ok(true));
+    }
+
+    #[test]
+    fn acknowledgements_carry_the_total_once_per_window() {
+        let mut acks = Acknowledgements::default();
+        let mut out = Vec::new();
+        acks.received(5_000, &mut out);
+        assert!(
+            out.is_empty(),
+            "no window announced yet: nothing to acknowledge"
+        );
+        acks.set_window(&1_000u32.to_be_bytes());
+        acks.received(600, &mut out);
+        acks.received(999, &mut out);
+        acks.received(1, &mut out);
+        let got = Dechunker::new().push(&out).expect("a valid chunk stream");
+        let seqs: Vec<(u8, u32, u32)> = got
+            .iter()
+            .map(|m| {
+                (
+                    m.type_id,
+                    m.message_stream_id,
+                    read_u32(&m.data).unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            [(ACKNOWLEDGEMENT, 0, 5_600), (ACKNOWLEDGEMENT, 0, 6_600)]
+        );
+        assert_eq!(out[0], CONTROL_CSID, "chunk stream 2, full header");
+    }
+
+    #[test]
+    fn rml_control_messages_stay_readable_around_acknowledgements() {
+        // Three ping responses as rml_rtmp's serializer writes them: the later two with compressed
+        // headers that lean on the first.
+        let mut ser = ChunkSerializer::new();
+        let ping = |ts: u32, n: u8| MessagePayload {
+            timestamp: RtmpTimestamp::new(ts),
+            type_id: 4,
+            message_stream_id: 0,
+            data: Bytes::from(vec![0, 7, 0, 0, 0, n]),
+        };
+        let packets: Vec<Vec<u8>> = [ping(10, 1), ping(20, 2), ping(30, 3)]
+            .iter()
+            .map(|m| ser.serialize(m, false, false).expect("serialize").bytes)
+            .collect();
+        assert_ne!(
+            packets[1][0] >> 6,
+            0,
+            "rml_rtmp compresses the second header"
+        );
+
+        let run = |rewrite: bool| {
+            let mut acks = Acknowledgements::default();
+            acks.set_window(&100u32.to_be_bytes());
+            let mut out = Vec::new();
+            let send = |acks: &mut Acknowledgements, p: &[u8], out: &mut Vec<u8>| {
+                if rewrite {
+                    acks.outbound(p, out)
+                } else {
+                    out.extend_from_slice(p)
+                }
+            };
+            send(&mut acks, &packets[0], &mut out);
+            acks.received(100, &mut out);
+            send(&mut acks, &packets[1], &mut out);
+            send(&mut acks, &packets[2], &mut out);
+            Dechunker::new().push(&out).map(|ms| {
+                ms.into_iter()
+                    .map(|m| (m.type_id, m.data))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let expected = vec![
+            (4, ping(0, 1).data),
+            (ACKNOWLEDGEMENT, Bytes::from_static(&[0, 0, 0, 100])),
+            (4, ping(0, 2).data),
+            (4, ping(0, 3).data),
+        ];
+        assert_eq!(run(true), Ok(expected.clone()));
+        // Passed through untouched, the peer would read the second ping against our header.
+        assert_ne!(run(false), Ok(expected));
+    }
+
+    #[test]
+    fn publish_commands_are_recognised() {
+        let cmd = |type_id: u8, data: &[u8]| MessagePayload {
+            timestamp: RtmpTimestamp::new(0),
+            type_id,
+            message_stream_id: 1,
+            data: Bytes::copy_from_slice(data),
+        };
+        assert!(is_publish(&cmd(AMF0_COMMAND, b"\x02\x00\x07publish\x00")));
+        assert!(is_publish(&cmd(
+            AMF3_COMMAND,
+            b"\x00\x02\x00\x07publish\x00"
+        )));
+        assert!(!is_publish(&cmd(AMF0_COMMAND, b"\x02\x00\x04play\x00")));
+        assert!(!is_publish(&cmd(AMF0_COMMAND, b"\x02\x00\x0bpublishable")));
+        assert!(!is_publish(&cmd(AMF0_DATA, b"\x02\x00\x07publish")));
     }
 
     #[test]

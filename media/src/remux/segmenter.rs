@@ -7,7 +7,7 @@
 
 use std::iter;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::aac::{AudioSpecificConfig, ADTS_HEADER_LEN};
 use super::avc::{self, AvcDecoderConfig, AUD, START_CODE};
@@ -15,7 +15,8 @@ use super::flv::{self, AudioTag, VideoTag};
 use super::parts::{Part, PartBuilder};
 use super::timestamp::{ms_to_90khz, TimestampUnwrapper, Track};
 use super::ts::{
-    PesHeader, ProgramTracks, TsMuxer, AUDIO_PID, STREAM_ID_AUDIO, STREAM_ID_VIDEO, VIDEO_PID,
+    PacketBlocks, PesHeader, ProgramTracks, TsMuxer, AUDIO_PID, STREAM_ID_AUDIO, STREAM_ID_VIDEO,
+    VIDEO_PID,
 };
 use super::RemuxError;
 
@@ -40,9 +41,6 @@ const AUDIO_PES_TARGET_US: u64 = 90_000;
 const AUDIO_PES_MAX_US: u64 = 100_000;
 /// PES_packet_length is 16 bits and must be exact for audio: 65535 - 3 flag bytes - 5 PTS bytes.
 const AUDIO_PES_MAX_PAYLOAD: usize = 65_535 - 3 - 5;
-
-/// First reservation for a segment buffer before the real size is known.
-const INITIAL_SEGMENT_CAPACITY: usize = 256 * 1024;
 
 /// Segmenting policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +129,7 @@ struct FirstFrame {
 
 #[derive(Debug)]
 struct OpenSegment {
-    buf: BytesMut,
+    buf: PacketBlocks,
     tracks: ProgramTracks,
     discontinuity: bool,
     first: Option<FirstFrame>,
@@ -219,7 +217,6 @@ pub struct Segmenter {
     pending_audio: PendingAudio,
     /// Reused per access unit so splitting NAL units does not allocate.
     nalus: Vec<Bytes>,
-    last_segment_len: usize,
     /// The fMP4 partial-segment rendition, when enabled.
     parts: Option<PartBuilder>,
 }
@@ -241,7 +238,6 @@ impl Segmenter {
             held_audio: Vec::new(),
             pending_audio: PendingAudio::default(),
             nalus: Vec::with_capacity(16),
-            last_segment_len: 0,
             parts: None,
         }
     }
@@ -316,11 +312,7 @@ impl Segmenter {
         if let Some(parts) = &mut self.parts {
             parts.close(None, true);
         }
-        let segment = self.segment.take()?.close(None);
-        if let Some(s) = &segment {
-            self.last_segment_len = s.data.len();
-        }
-        segment
+        self.segment.take()?.close(None)
     }
 
     /// Whether the open segment starts a new timeline or codec configuration (what its
@@ -546,11 +538,6 @@ impl Segmenter {
     }
 
     fn open_segment(&mut self, tracks: ProgramTracks, discontinuity: bool) {
-        let capacity = if self.last_segment_len == 0 {
-            INITIAL_SEGMENT_CAPACITY
-        } else {
-            self.last_segment_len + self.last_segment_len / 4
-        };
         self.audio_config_changed = false;
         if let Some(parts) = &mut self.parts {
             let video = self.video_config.as_ref().filter(|_| tracks.video);
@@ -561,7 +548,7 @@ impl Segmenter {
             }
         }
         self.segment = Some(OpenSegment {
-            buf: BytesMut::with_capacity(capacity),
+            buf: PacketBlocks::default(),
             tracks,
             discontinuity,
             first: None,
@@ -586,9 +573,6 @@ impl Segmenter {
         let closed = old.and_then(|s| s.close(Some(next_dts_ms)));
         if let Some(parts) = &mut self.parts {
             parts.close(Some(next_dts_ms), true);
-        }
-        if let Some(s) = &closed {
-            self.last_segment_len = s.data.len();
         }
         self.open_segment(tracks, discontinuity || carried);
         closed

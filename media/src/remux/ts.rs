@@ -5,12 +5,77 @@
 //! played back to back, and a reader of the concatenation (or a player that does not reset between
 //! segments) sees no false discontinuity. That is also what nginx-rtmp does.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Size of one transport packet.
 pub const TS_PACKET_LEN: usize = 188;
 /// Payload room of a packet without adaptation field.
 const TS_PAYLOAD_LEN: usize = 184;
+/// TS packets per block of a [`PacketBlocks`] (about 64 KiB).
+const BLOCK_PACKETS: usize = 348;
+
+/// Where the muxer writes: one 188-byte packet at a time, each appended to the buffer `packet` returns.
+pub trait PacketSink {
+    /// A buffer with room for at least one more whole packet.
+    fn packet(&mut self) -> &mut BytesMut;
+}
+
+impl PacketSink for BytesMut {
+    fn packet(&mut self) -> &mut BytesMut {
+        self.reserve(TS_PACKET_LEN);
+        self
+    }
+}
+
+/// Packets in fixed blocks of about 64 KiB, joined once by [`PacketBlocks::freeze`].
+///
+/// Why: a segment's size is only known when it closes. One growing buffer either reallocates (copying
+/// everything written so far, and doubling its capacity) or is reserved for the largest segment
+/// expected; with a buffer open per stream, that slack was a third of media's memory per publisher.
+/// Blocks never move, and the open segment holds at most one partly filled block beyond its size.
+#[derive(Debug, Default)]
+pub struct PacketBlocks {
+    full: Vec<BytesMut>,
+    full_len: usize,
+    current: BytesMut,
+}
+
+impl PacketBlocks {
+    pub fn len(&self) -> usize {
+        self.full_len + self.current.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The packets as one contiguous buffer (copied once, unless they fit one block).
+    pub fn freeze(self) -> Bytes {
+        if self.full.is_empty() {
+            return self.current.freeze();
+        }
+        let mut out = BytesMut::with_capacity(self.len());
+        for block in self.full.iter().chain([&self.current]) {
+            out.extend_from_slice(block);
+        }
+        out.freeze()
+    }
+}
+
+impl PacketSink for PacketBlocks {
+    fn packet(&mut self) -> &mut BytesMut {
+        if self.current.capacity() - self.current.len() < TS_PACKET_LEN {
+            let next = BytesMut::with_capacity(BLOCK_PACKETS * TS_PACKET_LEN);
+            let full = std::mem::replace(&mut self.current, next);
+            if !full.is_empty() {
+                self.full_len += full.len();
+                self.full.push(full);
+            }
+        }
+        &mut self.current
+    }
+}
+
 /// Program association table PID (13818-1 Table 2-3).
 pub const PAT_PID: u16 = 0x0000;
 /// PMT PID of our single program (the value nginx-rtmp and ffmpeg use).
@@ -87,14 +152,13 @@ impl TsMuxer {
 
     /// Writes one PAT and one PMT packet. Every segment starts with them so it is decodable alone.
     /// A change of the track set bumps the PMT version_number so demuxers re-read it.
-    pub fn write_psi(&mut self, out: &mut BytesMut, tracks: ProgramTracks) {
+    pub fn write_psi(&mut self, out: &mut impl PacketSink, tracks: ProgramTracks) {
         if let Some(last) = self.last_tracks {
             if last != tracks {
                 self.pmt_version = (self.pmt_version + 1) & 0x1f;
             }
         }
         self.last_tracks = Some(tracks);
-        out.reserve(2 * TS_PACKET_LEN);
 
         // PAT, 13818-1 2.4.4.3: one program, transport_stream_id 1.
         let mut pat = [0u8; 16];
@@ -145,7 +209,7 @@ impl TsMuxer {
 
     /// Writes one PES packet whose payload is the concatenation of `payload`'s chunks (so callers can
     /// pass start codes, NAL units and ADTS headers without first copying them into one buffer).
-    pub fn write_pes<'a, I>(&mut self, out: &mut BytesMut, header: &PesHeader, payload: I)
+    pub fn write_pes<'a, I>(&mut self, sink: &mut impl PacketSink, header: &PesHeader, payload: I)
     where
         I: Iterator<Item = &'a [u8]> + Clone,
     {
@@ -180,7 +244,6 @@ impl TsMuxer {
         let pes = pes.get(..pes_len).unwrap_or_default();
 
         let mut remaining = pes.len() + payload_len;
-        out.reserve((remaining / TS_PAYLOAD_LEN + 2) * TS_PACKET_LEN);
         let mut chunks = ChunkCursor {
             iter: payload,
             current: &[],
@@ -214,6 +277,7 @@ impl TsMuxer {
 
             let cc = self.next_cc(slot);
             let has_af = af_total > 0 || stuffing > 0;
+            let out = sink.packet();
             out.put_slice(&[
                 0x47,
                 (if first { 0x40 } else { 0 }) | ((header.pid >> 8) as u8 & 0x1f),
@@ -248,8 +312,9 @@ impl TsMuxer {
         }
     }
 
-    fn write_section(&mut self, out: &mut BytesMut, pid: u16, section: &[u8]) {
+    fn write_section(&mut self, sink: &mut impl PacketSink, pid: u16, section: &[u8]) {
         let cc = self.next_cc(cc_slot(pid));
+        let out = sink.packet();
         out.put_slice(&[0x47, 0x40 | ((pid >> 8) as u8 & 0x1f), pid as u8, 0x10 | cc]);
         out.put_u8(0); // pointer_field
         let section = section.get(..TS_PAYLOAD_LEN - 1).unwrap_or(section);
@@ -365,6 +430,39 @@ const CRC_TABLE: [u32; 256] = {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn packet_blocks_hold_the_same_bytes_as_one_buffer() {
+        // The same PES sequence through two muxers: one contiguous buffer, one set of blocks.
+        let payload: Vec<u8> = (0..250_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let (mut a, mut b) = (TsMuxer::new(), TsMuxer::new());
+        let (mut flat, mut blocks) = (BytesMut::new(), PacketBlocks::default());
+        let tracks = ProgramTracks {
+            video: true,
+            audio: true,
+        };
+        a.write_psi(&mut flat, tracks);
+        b.write_psi(&mut blocks, tracks);
+        for (n, size) in [1usize, 183, 184, 185, 65_424, 100_000, 7]
+            .into_iter()
+            .enumerate()
+        {
+            let header = PesHeader {
+                pid: VIDEO_PID,
+                stream_id: STREAM_ID_VIDEO,
+                pts: 9_000 * n as u64 + 3_000,
+                dts: 9_000 * n as u64,
+                pcr: Some(9_000 * n as u64),
+                random_access: n == 0,
+            };
+            let chunks = [&payload[..size / 2], &payload[size / 2..size]];
+            a.write_pes(&mut flat, &header, chunks.iter().copied());
+            b.write_pes(&mut blocks, &header, chunks.iter().copied());
+        }
+        assert!(blocks.full.len() >= 2, "several blocks used");
+        assert_eq!(blocks.len(), flat.len());
+        assert_eq!(blocks.freeze(), flat.freeze());
+    }
+
     use super::*;
 
     fn packets(buf: &[u8]) -> Vec<&[u8]> {

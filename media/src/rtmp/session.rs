@@ -30,7 +30,8 @@ use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
 use media::rtmp_chunks::{self as chunks, ChunkError, Dechunker};
 
-const READ_BUF: usize = 64 * 1024;
+/// Room for one read: a 20 ms tick of a 10 Mbps publisher; a keyframe takes a few reads in a row.
+const READ_ROOM: usize = 32 * 1024;
 /// Message type id of RTMP aggregate messages.
 const AGGREGATE: u8 = 22;
 /// How long a playing client may stay silent: a day, i.e. only the write timeout applies.
@@ -103,6 +104,8 @@ pub async fn run(
         dropped: 0,
         dechunker: Dechunker::new(),
         wire: Vec::new(),
+        publish_stream: None,
+        acks: chunks::Acknowledgements::default(),
         unknown: 0,
     };
     let result = conn.drive(&mut socket, remaining, &cancel).await;
@@ -133,6 +136,10 @@ struct Connection {
     dechunker: Dechunker,
     /// One message in canonical chunk form, reused.
     wire: Vec<u8>,
+    /// Message stream id of the latest `publish` command: where the broadcast's media arrives.
+    publish_stream: Option<u32>,
+    /// Acknowledges received bytes, and keeps rml_rtmp's control messages readable around them.
+    acks: chunks::Acknowledgements,
     /// Messages of unsupported types ignored; logged sparsely.
     unknown: u64,
 }
@@ -140,14 +147,14 @@ struct Connection {
 /// Reads the socket, first waiting until `not_before` if set; the idle timeout counts from then.
 async fn paced_read(
     socket: &mut TcpStream,
-    buf: &mut [u8],
+    buf: &mut bytes::BytesMut,
     not_before: Option<tokio::time::Instant>,
     timeout: Duration,
 ) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
     if let Some(at) = not_before {
         tokio::time::sleep_until(at).await;
     }
-    tokio::time::timeout(timeout, socket.read(buf)).await
+    tokio::time::timeout(timeout, socket.read_buf(buf)).await
 }
 
 impl Connection {
@@ -166,11 +173,11 @@ impl Connection {
         let preamble = session.handle_input(&chunks::preamble())?;
         self.handle_results(&mut session, preamble, &mut out)
             .await?;
-        self.input(&mut session, &remaining, &mut out).await?;
+        self.dechunker.read_buffer(0).extend_from_slice(&remaining);
+        self.input(&mut session, remaining.len(), &mut out).await?;
         self.flush(socket, &mut out).await?;
 
         let idle = self.ctx.idle_timeout;
-        let mut buf = vec![0u8; READ_BUF];
         let mut update = tokio::time::interval(self.ctx.update_interval);
         update.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         update.reset();
@@ -211,20 +218,20 @@ impl Connection {
                     self.play_frames(&mut session, frame, &mut out)?;
                     self.flush(socket, &mut out).await?;
                 }
-                read = paced_read(socket, &mut buf, read_at, read_timeout) => {
+                read = paced_read(socket, self.dechunker.read_buffer(READ_ROOM), read_at, read_timeout) => {
                     let n = match read {
                         Err(_) => return Err(SessionError::Idle(idle)),
                         Ok(Ok(0)) => return Ok(()),
                         Ok(Ok(n)) => n,
                         Ok(Err(e)) => return Err(e.into()),
                     };
-                    // A full buffer means more may be waiting: read on at once.
+                    // A full read means more may be waiting: read on at once.
                     let publishing = matches!(self.active, Some(Active::Publishing { .. }));
                     read_at = match self.ctx.publish_read_interval {
-                        Some(period) if publishing && n < buf.len() => Some(pacing::next_read(period)),
+                        Some(period) if publishing && n < READ_ROOM => Some(pacing::next_read(period)),
                         _ => None,
                     };
-                    self.input(&mut session, &buf[..n], &mut out).await?;
+                    self.input(&mut session, n, &mut out).await?;
                     self.flush(socket, &mut out).await?;
                 }
             }
@@ -254,13 +261,35 @@ impl Connection {
         }
     }
 
+    /// Handles what the `n` bytes just read into the dechunker's buffer complete.
     async fn input(
         &mut self,
         session: &mut ServerSession,
-        bytes: &[u8],
+        n: usize,
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
-        for message in self.dechunker.push(bytes)? {
+        self.acks.received(n, out);
+        for message in self.dechunker.messages()? {
+            if message.type_id == chunks::WINDOW_ACK_SIZE {
+                // Acknowledgements are ours to send, since rml_rtmp does not see most bytes.
+                self.acks.set_window(&message.data);
+                continue;
+            }
+            // Audio and video of the accepted broadcast go straight to it (see `chunks`).
+            if matches!(message.type_id, chunks::AUDIO | chunks::VIDEO | AGGREGATE)
+                && self.publish_stream == Some(message.message_stream_id)
+                && matches!(self.active, Some(Active::Publishing { .. }))
+            {
+                if message.type_id == AGGREGATE {
+                    self.handle_aggregate(&message.data, message.timestamp.value)?;
+                } else {
+                    self.media(message.type_id, message.timestamp.value, message.data)?;
+                }
+                continue;
+            }
+            if chunks::is_publish(&message) {
+                self.publish_stream = Some(message.message_stream_id);
+            }
             if !chunks::screen(&message)? {
                 warn!(
                     type_id = message.type_id,
@@ -333,7 +362,7 @@ impl Connection {
         while let Some(result) = queue.pop_front() {
             match result {
                 ServerSessionResult::OutboundResponse(packet) => {
-                    out.extend_from_slice(&packet.bytes)
+                    self.acks.outbound(&packet.bytes, out)
                 }
                 ServerSessionResult::RaisedEvent(event) => {
                     let more = self.handle_event(session, event).await?;
@@ -648,7 +677,7 @@ impl Connection {
                     false,
                 )?,
             };
-            out.extend_from_slice(&packet.bytes);
+            self.acks.outbound(&packet.bytes, out);
             n += 1;
             if n < PLAYER_BATCH {
                 frame = self.player_rx.as_mut().and_then(|rx| rx.try_recv().ok());
@@ -675,7 +704,7 @@ impl Connection {
                 .get(&live.name)
                 .is_some_and(|l| Arc::ptr_eq(&l, live));
             if let Ok(p) = session.finish_playing(*stream_id) {
-                out.extend_from_slice(&p.bytes);
+                self.acks.outbound(&p.bytes, out);
             }
             self.flush(socket, out).await?;
             if still_live {
