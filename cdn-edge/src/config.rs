@@ -54,7 +54,8 @@ pub struct Args {
     #[arg(long, env = "EDGE_CACHE_BYTES")]
     pub cache_bytes: Option<u64>,
     /// On start, read the topic from this many seconds ago, so a new or restarted edge serves a full
-    /// live window at once [default: 30].
+    /// live window at once [default: enough for --window-segments: (window + 1) x the longest target
+    /// duration the newest records name, at most 60 s; 30 if they name none].
     #[arg(long, env = "EDGE_LOOKBACK_SECONDS")]
     pub lookback_seconds: Option<u64>,
     /// Seconds a segment stays servable after it arrived, and a stream without any message keeps its
@@ -94,7 +95,8 @@ pub struct Config {
     /// Byte bound of the segment cache.
     pub cache_bytes: u64,
     /// How far back to start reading on start.
-    pub lookback: Duration,
+    /// `None`: derived from the window and the streams' target durations.
+    pub lookback: Option<Duration>,
     /// Segment (and idle stream) lifetime.
     pub segment_ttl: Duration,
     /// Target durations of silence after which a live playlist is ended; 0: never.
@@ -173,7 +175,7 @@ impl Config {
         if ttl == 0 {
             return Err(invalid("segment-ttl-seconds", "must be above 0".into()));
         }
-        let lookback = cli.lookback_seconds.or(file.lookback_seconds).unwrap_or(30);
+        let lookback = cli.lookback_seconds.or(file.lookback_seconds);
         let stale_after_target_durations = cli
             .stale_after_target_durations
             .or(file.stale_after_target_durations)
@@ -221,7 +223,7 @@ impl Config {
             topic,
             window_segments,
             cache_bytes,
-            lookback: Duration::from_secs(lookback),
+            lookback: lookback.map(Duration::from_secs),
             segment_ttl: Duration::from_secs(ttl),
             stale_after_target_durations,
             kafka_options: parse_kafka_options(&kafka_options)?,
@@ -319,7 +321,7 @@ mod tests {
                 topic: "live-topic".into(),
                 window_segments: 6,
                 cache_bytes: 536_870_912,
-                lookback: Duration::from_secs(30),
+                lookback: None,
                 segment_ttl: Duration::from_secs(120),
                 stale_after_target_durations: 4,
                 kafka_options: vec![],
@@ -350,7 +352,7 @@ mod tests {
         assert_eq!(cfg.topic, "from-env");
         assert_eq!(cfg.window_segments, 7);
         assert_eq!(cfg.cache_bytes, 1000);
-        assert_eq!(cfg.lookback, Duration::from_secs(5));
+        assert_eq!(cfg.lookback, Some(Duration::from_secs(5)));
         assert_eq!(cfg.segment_ttl, Duration::from_secs(60));
         assert_eq!(cfg.stale_after_target_durations, 5);
         assert!(cfg.log_json);
@@ -432,14 +434,20 @@ mod tests {
             .map(|a| a.get_id().as_str().to_owned())
             .filter(|id| !matches!(id.as_str(), "config" | "help" | "version"))
             .collect();
+        // A setting whose default is computed (the lookback) is shown commented out.
+        let commented = |key: &str| text.contains(&format!("\n# {key} = "));
         for key in &keys {
             assert!(
-                table.contains_key(key),
+                table.contains_key(key) || commented(key),
                 "config/cdn-edge.toml lacks `{key}`"
             );
         }
         let in_file: Vec<&String> = table.keys().collect();
-        assert_eq!(table.len(), keys.len(), "{in_file:?} vs {keys:?}");
+        let shown = keys
+            .iter()
+            .filter(|k| !table.contains_key(k.as_str()) && commented(k))
+            .count();
+        assert_eq!(table.len() + shown, keys.len(), "{in_file:?} vs {keys:?}");
         let from_file = with_env(&[], || load(&["--config", path])).expect("example loads");
         let defaults = with_env(&[], || load(&[])).expect("defaults");
         assert_eq!(from_file, defaults);

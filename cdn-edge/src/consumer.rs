@@ -71,7 +71,7 @@ pub struct ConsumerSettings {
     /// Topic to read.
     pub topic: String,
     /// How far back to start reading on start.
-    pub lookback: Duration,
+    pub lookback: Lookback,
     /// Extra librdkafka settings (TLS, SASL, tuning), applied last.
     pub kafka_options: Vec<(String, String)>,
     /// Bounds of segment reassembly.
@@ -90,7 +90,7 @@ impl ConsumerSettings {
         Self {
             brokers: brokers.into(),
             topic: topic.into(),
-            lookback: Duration::from_secs(30),
+            lookback: Lookback::Window(6),
             kafka_options: Vec::new(),
             reassembly: ReassemblyLimits::default(),
             metadata_refresh: Duration::from_secs(30),
@@ -98,6 +98,40 @@ impl ConsumerSettings {
             stale_after: 4,
         }
     }
+}
+
+/// How far back a starting edge reads the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookback {
+    /// Exactly this far.
+    Fixed(Duration),
+    /// Far enough for a full window of this many segments: (segments + 1) target durations, taking
+    /// the longest target duration named by the newest records of the partitions (see
+    /// [`window_lookback`]).
+    Window(usize),
+}
+
+/// Records read from the end of each partition to learn the streams' target durations.
+const PROBE_RECORDS: i64 = 4;
+/// Longest wait for those records.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Lookback when the topic names no target duration (empty, or only foreign records).
+const FALLBACK_LOOKBACK: Duration = Duration::from_secs(30);
+/// Bounds of a window-derived lookback.
+const MIN_LOOKBACK: Duration = Duration::from_secs(4);
+const MAX_WINDOW_LOOKBACK: Duration = Duration::from_secs(60);
+
+/// The lookback a full window of `window` segments needs when the longest target duration (seconds)
+/// among the streams is `target`: the oldest listed segment closed (and was produced) at most
+/// `window` target durations ago; one more covers a late close. `None` without a target.
+///
+/// Why not a fixed 30 s: with low-latency parts on, the topic carries every stream twice (TS segments
+/// and fMP4 parts), and reading 30 s of it made a starting edge take 1.3 s for 20 streams where
+/// 14 s, all a 6-segment window of 2 s segments needs, take 0.7 s.
+pub fn window_lookback(window: usize, target: Option<u32>) -> Option<Duration> {
+    let target = target.filter(|&t| t > 0)?;
+    let secs = (window as u64 + 1).saturating_mul(u64::from(target));
+    Some(Duration::from_secs(secs).clamp(MIN_LOOKBACK, MAX_WINDOW_LOOKBACK))
 }
 
 /// Why the consumer could not be built.
@@ -512,7 +546,7 @@ impl Consumer {
         info!(
             topic = %self.settings.topic,
             partitions = known.len(),
-            lookback_s = self.settings.lookback.as_secs(),
+            lookback = ?self.settings.lookback,
             "consuming every partition"
         );
         for e in assignment.elements() {
@@ -693,7 +727,20 @@ impl Consumer {
     fn start_offsets(&self) -> Result<TopicPartitionList, LookupError> {
         let topic = self.settings.topic.as_str();
         let partitions = self.partitions()?;
-        let lookback_ms = u64::try_from(self.settings.lookback.as_millis()).unwrap_or(u64::MAX);
+        let lookback = match self.settings.lookback {
+            Lookback::Fixed(d) => d,
+            Lookback::Window(window) => {
+                let target = self.newest_target_duration(&partitions)?;
+                let lookback = window_lookback(window, target).unwrap_or(FALLBACK_LOOKBACK);
+                info!(
+                    target_duration_s = ?target,
+                    lookback_s = lookback.as_secs(),
+                    "reading back far enough for a full window"
+                );
+                lookback
+            }
+        };
+        let lookback_ms = u64::try_from(lookback.as_millis()).unwrap_or(u64::MAX);
         let since = i64::try_from(now_ms().saturating_sub(lookback_ms)).unwrap_or(i64::MAX);
         let mut query = TopicPartitionList::new();
         for &p in &partitions {
@@ -714,6 +761,61 @@ impl Consumer {
             assignment.add_partition_offset(topic, e.partition(), offset)?;
         }
         Ok(assignment)
+    }
+
+    /// The longest target duration the last few records of each partition name, read by assigning
+    /// the partitions just before their ends (unassigned again before returning).
+    fn newest_target_duration(&self, partitions: &[i32]) -> Result<Option<u32>, LookupError> {
+        let topic = self.settings.topic.as_str();
+        let mut probe = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for &p in partitions {
+            let (low, high) = self.inner.fetch_watermarks(topic, p, WATERMARK_TIMEOUT)?;
+            if high > low {
+                probe.add_partition_offset(
+                    topic,
+                    p,
+                    Offset::Offset((high - PROBE_RECORDS).max(low)),
+                )?;
+                ends.insert(p, high);
+            }
+        }
+        if ends.is_empty() {
+            return Ok(None);
+        }
+        self.inner.assign(&probe)?;
+        let mut target = None;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        while !ends.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                debug!(partitions = ?ends.keys(), "no answer for the newest records in time");
+                break;
+            }
+            let Some(Ok(msg)) = self.inner.poll(left) else {
+                continue;
+            };
+            let header = msg.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == META_HEADER)
+                    .and_then(|h| h.value)
+            });
+            let named = match decode_meta(header) {
+                Ok(LiveMessage::Segment(m)) => Some(m.target_duration),
+                Ok(LiveMessage::Part(m)) => Some(m.target_duration),
+                _ => None,
+            };
+            target = target.max(named);
+            if ends
+                .get(&msg.partition())
+                .is_some_and(|&end| msg.offset() + 1 >= end)
+            {
+                ends.remove(&msg.partition());
+            }
+        }
+        self.inner.unassign()?;
+        Ok(target)
     }
 
     fn partitions(&self) -> Result<Vec<i32>, LookupError> {
@@ -808,6 +910,72 @@ mod tests {
     use crate::store::StoreConfig;
     use bytes::Bytes;
     use common::{encode_meta, split_segment, ChunkPlan, StreamEnd, StreamStart};
+
+    #[test]
+    fn lookback_covers_the_window_plus_one_target_duration() {
+        let s = Duration::from_secs;
+        assert_eq!(window_lookback(6, Some(2)), Some(s(14)));
+        assert_eq!(window_lookback(6, Some(6)), Some(s(42)));
+        assert_eq!(window_lookback(1, Some(1)), Some(MIN_LOOKBACK));
+        assert_eq!(window_lookback(20, Some(10)), Some(MAX_WINDOW_LOOKBACK));
+        assert_eq!(window_lookback(6, Some(0)), None);
+        assert_eq!(window_lookback(6, None), None);
+    }
+
+    #[test]
+    fn the_newest_records_of_each_partition_name_the_target_duration() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        let topic = "live-topic";
+        cluster.create_topic(topic, 3, 1).expect("topic");
+        let consumer = Consumer::new(ConsumerSettings::new(cluster.bootstrap_servers(), topic))
+            .expect("consumer");
+        assert_eq!(
+            consumer.newest_target_duration(&[0, 1, 2]).ok(),
+            Some(None),
+            "empty topic"
+        );
+
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .expect("producer");
+        let send = |partition: i32, target: u32, seq: u64| {
+            let meta = LiveMessage::Segment(SegmentMeta {
+                target_duration: target,
+                ..SegmentMeta::sample("s", "b", seq)
+            });
+            let header = encode_meta(&meta);
+            producer
+                .send(
+                    BaseRecord::to(topic)
+                        .partition(partition)
+                        .key("s")
+                        .payload(&b"x"[..])
+                        .headers(OwnedHeaders::new().insert(Header {
+                            key: META_HEADER,
+                            value: Some(&header[..]),
+                        })),
+                )
+                .map_err(|(e, _)| e)
+                .expect("enqueue");
+        };
+        // Partition 0: an old 9 s stream, then only 2 s ones among its newest records.
+        send(0, 9, 1);
+        for seq in 2..8 {
+            send(0, 2, seq);
+        }
+        // Partition 1: a 6 s stream among the newest; partition 2 stays empty.
+        send(1, 2, 1);
+        send(1, 6, 2);
+        send(1, 2, 3);
+        producer.flush(Duration::from_secs(5)).expect("flush");
+        assert_eq!(
+            consumer.newest_target_duration(&[0, 1, 2]).ok(),
+            Some(Some(6))
+        );
+    }
 
     fn store() -> Arc<Store> {
         Arc::new(Store::new(&StoreConfig {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cdn_edge::config::{Args, Config};
-use cdn_edge::consumer::{Consumer, ConsumerSettings};
+use cdn_edge::consumer::{Consumer, ConsumerSettings, Lookback};
 use cdn_edge::http::{app, AppState};
 use cdn_edge::metrics::Telemetry;
 use cdn_edge::store::{self, Store, StoreConfig};
@@ -80,7 +80,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         window_segments: config.window_segments,
     }));
     let consumer = Consumer::new(ConsumerSettings {
-        lookback: config.lookback,
+        lookback: config
+            .lookback
+            .map_or(Lookback::Window(config.window_segments), Lookback::Fixed),
         stale_after: config.stale_after_target_durations,
         kafka_options: config.kafka_options.clone(),
         ..ConsumerSettings::new(&config.kafka_brokers, &config.topic)

@@ -283,10 +283,15 @@ fn compose_ports_brokers_and_topic_fit_together() -> Result<()> {
         "topic max.message.bytes {topic_max} < media's max message bytes {media_max}"
     );
     let edge_help = help("cdn-edge")?;
-    let lookback_s: i64 = edge_help
-        .defaults
-        .get("--lookback-seconds")
-        .map_or(Ok(30), |v| v.parse())?;
+    // Unset, the lookback follows the window, at most 60 s (see `--help`).
+    let lookback_s: i64 = match edge_help.defaults.get("--lookback-seconds") {
+        Some(v) if v.starts_with("enough for") => {
+            ensure!(v.contains("at most 60 s"), "lookback bound changed: {v}");
+            60
+        }
+        Some(v) => v.parse()?,
+        None => 30,
+    };
     ensure!(
         retention > lookback_s * 1000,
         "retention.ms {retention} must cover the edges' lookback"
