@@ -177,7 +177,10 @@ def pss_mb(pid):
 # ---------------------------------------------------------------------------------------------- ours
 
 class Ours:
-    """Tansu (in memory, 8 partitions) + media (2 s segments) + one edge, release builds."""
+    """Tansu (in memory, 8 partitions) + media (2 s segments) + one edge, release builds.
+
+    BENCH_TANSU_STORAGE / BENCH_TANSU_DIR choose another Tansu storage engine and its working directory
+    (e.g. `sqlite://bench.db` in /dev/shm: measured far slower than memory at 100 publishers)."""
 
     def __init__(self, procs, edge_options=None, cache_bytes=None, edge_log="info,cdn_edge=debug", env=None,
                  bin_dir=None):
@@ -187,8 +190,9 @@ class Ours:
         self.bport, self.rport, self.hport, self.eport = free_port(), free_port(), free_port(), free_port()
         url = f"tcp://127.0.0.1:{self.bport}"
         self.broker = procs.spawn("broker", [str(TANSU), "broker", "--listener-url", url,
-                                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                                  {"RUST_LOG": "warn"})
+                                             "--advertised-listener-url", url, "--storage-engine",
+                                             os.environ.get("BENCH_TANSU_STORAGE", "memory://tansu/")],
+                                  {"RUST_LOG": "warn"}, cwd=os.environ.get("BENCH_TANSU_DIR"))
         wait_port(self.bport)
         for _ in range(50):
             if subprocess.run([str(TANSU), "topic", "create", "live-topic", "--broker", url, "--partitions", "8"],

@@ -31,7 +31,7 @@ def main():
         data = out / "perf.data"
         log(f"perf record on {a.target} (pid {pid}) for {a.seconds} s")
         before = threads(pid)
-        subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-F", "499", "-p", str(pid), "-o", str(data), "--",
+        subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-F", "199", "-p", str(pid), "-o", str(data), "--",
                         "sleep", str(a.seconds)], check=True, capture_output=True)
         after = threads(pid)
     finally:
