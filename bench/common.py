@@ -15,10 +15,11 @@ SEGMENT_SECONDS = 2
 # Tansu does not wake a waiting fetch when records arrive, so the edge's long-poll wait (librdkafka's
 # fetch.wait.max.ms, 100 ms) becomes availability latency; Apache Kafka answers at once and keeps the
 # default. Against Tansu the edge therefore polls every 10 ms (costs ~2% of a core of empty fetches).
-EDGE_TANSU_OPTIONS = ["fetch.wait.max.ms=10"]
-FETCH_WAIT_NOTE = ("edge runs with --kafka-option fetch.wait.max.ms=10: Tansu does not answer a waiting fetch "
+EDGE_TANSU_OPTIONS = ["fetch.wait.max.ms=5"]
+FETCH_WAIT_NOTE = ("edge runs with --kafka-option fetch.wait.max.ms=5: Tansu does not answer a waiting fetch "
                    "when records arrive, so librdkafka's default 100 ms wait would show up as latency "
-                   "(Apache Kafka answers at once; keep the default there)")
+                   "(Apache Kafka answers at once; keep the default there). 10 ms put p50 at 21 ms at "
+                   "100 publishers, half of it this wait")
 
 
 def log(msg):
