@@ -91,6 +91,14 @@ pub enum ChunkError {
 /// What the last header on one chunk stream said, and the message being assembled on it.
 #[derive(Debug, Default)]
 struct ChunkStream {
+    last: Inherited,
+    partial: Option<BytesMut>,
+}
+
+/// The fields of a chunk message header (section 5.3.1.2) that later compressed headers on the same
+/// chunk stream inherit.
+#[derive(Debug, Default, Clone, Copy)]
+struct Inherited {
     timestamp: u32,
     delta: u32,
     length: u32,
@@ -98,7 +106,6 @@ struct ChunkStream {
     stream_id: u32,
     /// The last header carried an extended timestamp, so type 3 chunks carry one too (section 5.3.1.3).
     extended: bool,
-    partial: Option<BytesMut>,
 }
 
 /// A header read from the buffer, applied only once the chunk's payload is there too.
@@ -232,19 +239,11 @@ impl Dechunker {
         // A type 1 header on a new chunk stream (sent by some encoders) has everything but the message
         // stream id, which is the one in use; its delta counts from 0 like nginx-rtmp does.
         let base = prev.map_or(
-            ChunkStream {
+            Inherited {
                 stream_id: self.last_stream_id,
-                ..ChunkStream::default()
+                ..Inherited::default()
             },
-            |p| ChunkStream {
-                timestamp: p.timestamp,
-                delta: p.delta,
-                length: p.length,
-                type_id: p.type_id,
-                stream_id: p.stream_id,
-                extended: p.extended,
-                partial: None,
-            },
+            |p| p.last,
         );
         let field = if fmt < 3 { u24(&h[0..3]) } else { 0 };
         let extended = if fmt < 3 {
@@ -318,13 +317,13 @@ impl Dechunker {
                 self.partial_bytes -= old.len();
             }
         }
-        stream.timestamp = h.timestamp;
-        stream.delta = h.delta;
-        stream.length = h.length;
-        stream.type_id = h.type_id;
-        stream.stream_id = h.stream_id;
+        stream.last.timestamp = h.timestamp;
+        stream.last.delta = h.delta;
+        stream.last.length = h.length;
+        stream.last.type_id = h.type_id;
+        stream.last.stream_id = h.stream_id;
         if h.fmt < 3 {
-            stream.extended = h.extended;
+            stream.last.extended = h.extended;
         }
         // Reserved from the declared length only up to a limit, so a lying header costs little.
         let partial = stream
@@ -385,20 +384,9 @@ pub struct Acknowledgements {
     received: u64,
     acknowledged: u64,
     /// rml_rtmp's latest header on chunk stream 2, as the peer would hold it without our messages.
-    rml_control: ControlHeader,
+    rml_control: Inherited,
     /// An acknowledgement went out after rml_rtmp's latest message on chunk stream 2.
     interleaved: bool,
-}
-
-/// The fields of a chunk message header (section 5.3.1.2) a later compressed header inherits.
-#[derive(Debug, Default, Clone, Copy)]
-struct ControlHeader {
-    timestamp: u32,
-    delta: u32,
-    length: u32,
-    type_id: u8,
-    stream_id: u32,
-    extended: bool,
 }
 
 /// Chunk stream of protocol control messages (section 5.4).
