@@ -27,9 +27,19 @@ def log(msg):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct free loopback ports (asked for one at a time, the same port can come back twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_port(port, timeout=20):
@@ -188,7 +198,7 @@ class Ours:
         self.procs = procs
         self.bin_dir = Path(bin_dir or ROOT / "target/release")
         self.env = dict(env or {})  # extra environment of media and the edge (not the broker)
-        self.bport, self.rport, self.hport, self.eport = free_port(), free_port(), free_port(), free_port()
+        self.bport, self.rport, self.hport, self.eport = free_ports(4)
         url = f"tcp://127.0.0.1:{self.bport}"
         self.broker = procs.spawn("broker", [str(TANSU), "broker", "--listener-url", url,
                                              "--advertised-listener-url", url, "--storage-engine",
@@ -293,7 +303,7 @@ class Nginx:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-", dir="/dev/shm"))
         self.hls = self.dir / "hls"
         self.hls.mkdir()
-        self.rport, self.hport = free_port(), free_port()
+        self.rport, self.hport = free_ports(2)
         conf = [f"load_module {RTMP_MODULE};",
                 "daemon off;",
                 # As root the workers would run as nobody and could not write the HLS dir we created.

@@ -23,10 +23,42 @@ use anyhow::{bail, Context, Result};
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that start at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports. Calling [`free_port`] twice can return the same port twice: the
+/// first is released before the second is asked for.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    std::array::from_fn(|i| {
+        listeners[i]
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    })
+}
+
+/// Starts a process on ports from [`free_port`] (`start` picks them and returns the address to wait
+/// for), retrying with fresh ports when it exits because one was taken: a port is only known free when
+/// `free_port` releases it, and another socket of the machine (an outgoing connection gets an ephemeral
+/// port from the same range) can take it before the process binds it.
+fn start_on_free_ports<T>(
+    mut start: impl FnMut() -> Result<(Proc, SocketAddr, T)>,
+) -> Result<(Proc, T)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut proc, addr, extra) = start()?;
+        match proc.listening(addr, Duration::from_secs(20)) {
+            Ok(()) => return Ok((proc, extra)),
+            Err(e) if attempt < 3 && proc.lost_its_port() => {
+                eprintln!("{e}; retrying on other ports");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Directory for this test's logs and files; kept after the run for inspection.
@@ -135,6 +167,32 @@ impl Proc {
         }
     }
 
+    /// Waits until the process accepts connections on `addr`; fails early if it exits first.
+    pub fn listening(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                let log = self.log_text();
+                let last = log.lines().last().unwrap_or_default();
+                bail!(
+                    "{} exited ({status}) before listening on {addr}: {last}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nothing listening on {addr} after {timeout:?}")
+    }
+
+    /// Whether the process could not bind a port because something else had taken it.
+    fn lost_its_port(&self) -> bool {
+        let log = self.log_text().to_lowercase();
+        log.contains("address already in use") || log.contains("addrinuse")
+    }
+
     /// The process's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -176,8 +234,8 @@ pub fn spawn_tansu(dir: &Path, addr: SocketAddr, storage: &str, name: &str) -> R
     ])
     .current_dir(dir)
     .env("RUST_LOG", "warn");
-    let proc = Proc::spawn(name, cmd, dir)?;
-    wait_for_port(addr, Duration::from_secs(20))?;
+    let mut proc = Proc::spawn(name, cmd, dir)?;
+    proc.listening(addr, Duration::from_secs(20))?;
     Ok(proc)
 }
 
@@ -211,8 +269,21 @@ impl Broker {
             );
         }
         // Tansu listens on IPv4 only: advertise 127.0.0.1, never `localhost`.
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let proc = spawn_tansu(dir, addr, storage, "broker")?;
+        let (proc, addr) = start_on_free_ports(|| {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let url = format!("tcp://{addr}");
+            let mut cmd = Command::new(tansu_bin());
+            cmd.args(["broker", "--listener-url", &url])
+                .args([
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    storage,
+                ])
+                .current_dir(dir)
+                .env("RUST_LOG", "warn");
+            Ok((Proc::spawn("broker", cmd, dir)?, addr, addr))
+        })?;
         let broker = Self {
             proc,
             addr,
@@ -267,17 +338,20 @@ pub struct Media {
 impl Media {
     /// Starts `media` against `broker` with extra flags.
     pub fn start(dir: &Path, name: &str, broker: &Broker, extra: &[&str]) -> Result<Self> {
-        let rtmp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut cmd = Command::new(bin("media"));
-        cmd.args(["--rtmp-listen", &rtmp.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .args(["--kafka-brokers", &broker.bootstrap()])
-            .args(["--topic", &broker.topic])
-            .args(extra)
-            .env("RUST_LOG", "info,media=debug");
-        let proc = Proc::spawn(name, cmd, dir)?;
-        wait_for_port(rtmp, Duration::from_secs(20))?;
+        let (proc, (rtmp, http)) = start_on_free_ports(|| {
+            let [rtmp_port, http_port] = free_ports();
+            let rtmp: SocketAddr = ([127, 0, 0, 1], rtmp_port).into();
+            let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+            let mut cmd = Command::new(bin("media"));
+            cmd.args(["--rtmp-listen", &rtmp.to_string()])
+                .args(["--http-listen", &http.to_string()])
+                .args(["--kafka-brokers", &broker.bootstrap()])
+                .args(["--topic", &broker.topic])
+                .args(extra)
+                .env("RUST_LOG", "info,media=debug");
+            // media binds RTMP, then HTTP: HTTP listening means both are bound.
+            Ok((Proc::spawn(name, cmd, dir)?, http, (rtmp, http)))
+        })?;
         Ok(Self { proc, rtmp, http })
     }
 
@@ -319,8 +393,8 @@ impl Edge {
             .args(["--topic", &broker.topic])
             .args(extra)
             .env("RUST_LOG", "info,cdn_edge=debug");
-        let proc = Proc::spawn(name, cmd, dir)?;
-        wait_for_port(http, Duration::from_secs(20))?;
+        let mut proc = Proc::spawn(name, cmd, dir)?;
+        proc.listening(http, Duration::from_secs(20))?;
         Ok(Self { proc, http })
     }
 
