@@ -383,8 +383,8 @@ pub struct Acknowledgements {
     window: Option<u32>,
     received: u64,
     acknowledged: u64,
-    /// rml_rtmp's latest header on chunk stream 2, as the peer would hold it without our messages.
-    rml_control: Inherited,
+    /// rml_rtmp's messages on chunk stream 2, read as the peer would without ours in between.
+    rml_control: Dechunker,
     /// An acknowledgement went out after rml_rtmp's latest message on chunk stream 2.
     interleaved: bool,
 }
@@ -432,63 +432,22 @@ impl Acknowledgements {
             out.extend_from_slice(packet);
             return;
         }
-        let fmt = first >> 6;
-        let prev = self.rml_control;
-        let field = |at: usize| {
-            packet
-                .get(at..at + 3)
-                .map_or(0, |b| u32::from_be_bytes([0, b[0], b[1], b[2]]))
-        };
-        let mut h = prev;
-        let mut len = 1 + [11, 7, 3, 0][usize::from(fmt)];
-        if fmt < 3 {
-            let ts = field(1);
-            h.extended = ts == EXTENDED;
-            let ts = if h.extended {
-                len += 4;
-                read_u32(packet.get(len - 4..).unwrap_or_default()).unwrap_or(0)
-            } else {
-                ts
-            };
-            if fmt == 0 {
-                h.timestamp = ts;
-                h.delta = 0;
-            } else {
-                h.delta = ts;
-                h.timestamp = prev.timestamp.wrapping_add(ts);
+        // Read as the peer would without our acknowledgements, this yields the whole message.
+        let messages = self.rml_control.push(packet);
+        let compressed = first >> 6 != 0;
+        match messages.as_deref() {
+            Ok([message]) if self.interleaved && compressed => {
+                // Our acknowledgement replaced what the peer inherits from: restate everything.
+                let start = out.len();
+                canonical(message, out);
+                out[start] = CONTROL_CSID;
+                self.interleaved = false;
             }
-            if fmt < 2 {
-                h.length = field(4);
-                h.type_id = packet.get(7).copied().unwrap_or(0);
+            _ => {
+                out.extend_from_slice(packet);
+                self.interleaved &= compressed;
             }
-            if fmt == 0 {
-                h.stream_id = packet
-                    .get(8..12)
-                    .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            }
-        } else {
-            if prev.extended {
-                len += 4;
-            }
-            h.timestamp = prev.timestamp.wrapping_add(prev.delta);
         }
-        self.rml_control = h;
-        if !self.interleaved || fmt == 0 || packet.len() < len {
-            self.interleaved &= fmt != 0;
-            out.extend_from_slice(packet);
-            return;
-        }
-        // Our acknowledgement replaced what the peer inherits from: restate everything.
-        self.interleaved = false;
-        out.push(CONTROL_CSID);
-        out.extend_from_slice(&h.timestamp.min(EXTENDED).to_be_bytes()[1..]);
-        out.extend_from_slice(&h.length.to_be_bytes()[1..]);
-        out.push(h.type_id);
-        out.extend_from_slice(&h.stream_id.to_le_bytes());
-        if h.timestamp >= EXTENDED {
-            out.extend_from_slice(&h.timestamp.to_be_bytes());
-        }
-        out.extend_from_slice(&packet[len..]);
     }
 }
 
