@@ -22,7 +22,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -562,12 +562,7 @@ impl Consumer {
                 // Nothing waiting: the lookback backlog is behind us.
                 None => ingest.set_caught_up(true),
                 Some(Ok(msg)) => {
-                    let header = msg.headers().and_then(|headers| {
-                        headers
-                            .iter()
-                            .find(|h| h.key == META_HEADER)
-                            .and_then(|h| h.value)
-                    });
+                    let header = meta_header(&msg);
                     ingest.record(msg.partition(), header, msg.payload().unwrap_or_default());
                 }
                 // Already reported (rate-limited) through `EdgeContext::error`; librdkafka recovers
@@ -795,13 +790,7 @@ impl Consumer {
             let Some(Ok(msg)) = self.inner.poll(left) else {
                 continue;
             };
-            let header = msg.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key == META_HEADER)
-                    .and_then(|h| h.value)
-            });
-            let named = match decode_meta(header) {
+            let named = match decode_meta(meta_header(&msg)) {
                 Ok(LiveMessage::Segment(m)) => Some(m.target_duration),
                 Ok(LiveMessage::Part(m)) => Some(m.target_duration),
                 _ => None,
@@ -875,6 +864,14 @@ impl Consumer {
 }
 
 /// Wall-clock milliseconds since the Unix epoch, the clock `closed_at_ms` is stamped with.
+/// The LiveDTO header of a record, if it has one.
+fn meta_header<'a>(msg: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    msg.headers()?
+        .iter()
+        .find(|h| h.key == META_HEADER)
+        .and_then(|h| h.value)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
