@@ -221,6 +221,13 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
 /// Runs `tansu broker` on `addr` with the `storage` engine URL, in `dir`, and waits for its port. Tansu
 /// 0.6 resolves a sqlite path against its working directory, even an absolute one.
 pub fn spawn_tansu(dir: &Path, addr: SocketAddr, storage: &str, name: &str) -> Result<Proc> {
+    let mut proc = Proc::spawn(name, tansu_command(dir, addr, storage), dir)?;
+    proc.listening(addr, Duration::from_secs(20))?;
+    Ok(proc)
+}
+
+/// The command line of `tansu broker` on `addr` with the `storage` engine URL, run in `dir`.
+fn tansu_command(dir: &Path, addr: SocketAddr, storage: &str) -> Command {
     let url = format!("tcp://{addr}");
     let mut cmd = Command::new(tansu_bin());
     cmd.args([
@@ -234,9 +241,7 @@ pub fn spawn_tansu(dir: &Path, addr: SocketAddr, storage: &str, name: &str) -> R
     ])
     .current_dir(dir)
     .env("RUST_LOG", "warn");
-    let mut proc = Proc::spawn(name, cmd, dir)?;
-    proc.listening(addr, Duration::from_secs(20))?;
-    Ok(proc)
+    cmd
 }
 
 /// A running Tansu broker with the topic created.
@@ -271,17 +276,7 @@ impl Broker {
         // Tansu listens on IPv4 only: advertise 127.0.0.1, never `localhost`.
         let (proc, addr) = start_on_free_ports(|| {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let url = format!("tcp://{addr}");
-            let mut cmd = Command::new(tansu_bin());
-            cmd.args(["broker", "--listener-url", &url])
-                .args([
-                    "--advertised-listener-url",
-                    &url,
-                    "--storage-engine",
-                    storage,
-                ])
-                .current_dir(dir)
-                .env("RUST_LOG", "warn");
+            let cmd = tansu_command(dir, addr, storage);
             Ok((Proc::spawn("broker", cmd, dir)?, addr, addr))
         })?;
         let broker = Self {

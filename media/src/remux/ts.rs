@@ -430,6 +430,8 @@ const CRC_TABLE: [u32; 256] = {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::*;
+
     #[test]
     fn packet_blocks_hold_the_same_bytes_as_one_buffer() {
         // The same PES sequence through two muxers: one contiguous buffer, one set of blocks.
@@ -462,8 +464,6 @@ mod tests {
         assert_eq!(blocks.len(), flat.len());
         assert_eq!(blocks.freeze(), flat.freeze());
     }
-
-    use super::*;
 
     fn packets(buf: &[u8]) -> Vec<&[u8]> {
         assert_eq!(buf.len() % TS_PACKET_LEN, 0);
