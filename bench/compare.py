@@ -242,6 +242,13 @@ def table(R, a):
         pg = int(budget / g["server_cpu_s_per_stream_min"]) if g["server_cpu_s_per_stream_min"] else None
         row(f"projection, not measured: publishers the {R['cores']} cores would carry with nothing else on them, "
             f"media vs nginx ({budget} CPU-s per minute / CPU-s per stream-minute at {big})", po, pg)
+        # What the capacity trial can show at best here: the broker, the edge and the publishers share the
+        # cores with media, so even a media that cost nothing leaves their CPU per stream.
+        rest = o["server_cpu_s_per_stream_min"] - o["media_cpu_s_per_stream_min"] + o["publishers_cpu_s_per_stream_min"]
+        whole = g["server_cpu_s_per_stream_min"] + g["publishers_cpu_s_per_stream_min"]
+        row(f"ceiling, not measured: publishers the {R['cores']} cores could carry if media cost nothing "
+            f"({budget} CPU-s per minute / (broker + edge + publishers) vs (nginx + publishers), per stream-minute "
+            f"at {big})", int(budget / rest) if rest else None, int(budget / whole) if whole else None)
     head = "| figure | this project | nginx | ratio | target | |\n|---|---|---|---|---|---|\n"
     md = head + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
     if C:
