@@ -415,9 +415,7 @@ impl Acknowledgements {
                 message_stream_id: 0,
                 data: Bytes::copy_from_slice(&(self.received as u32).to_be_bytes()),
             };
-            let start = out.len();
-            canonical(&message, out);
-            out[start] = CONTROL_CSID;
+            control_message(&message, out);
             self.interleaved = true;
         }
     }
@@ -438,9 +436,7 @@ impl Acknowledgements {
         match messages.as_deref() {
             Ok([message]) if self.interleaved && compressed => {
                 // Our acknowledgement replaced what the peer inherits from: restate everything.
-                let start = out.len();
-                canonical(message, out);
-                out[start] = CONTROL_CSID;
+                control_message(message, out);
                 self.interleaved = false;
             }
             _ => {
@@ -451,14 +447,27 @@ impl Acknowledgements {
     }
 }
 
+/// Appends `message` in canonical form on the protocol control chunk stream, with a full header.
+fn control_message(message: &MessagePayload, out: &mut Vec<u8>) {
+    let start = out.len();
+    canonical(message, out);
+    out[start] = CONTROL_CSID;
+}
+
 /// Whether `message` is a `publish` command (AMF0, or AMF3-wrapped): the message stream it arrives
 /// on is the one the broadcast's audio and video will use.
 pub fn is_publish(message: &MessagePayload) -> bool {
-    const NAME: &[u8] = b"\x02\x00\x07publish";
-    match message.type_id {
-        AMF0_COMMAND => message.data.starts_with(NAME),
-        AMF3_COMMAND => message.data.get(1..).is_some_and(|d| d.starts_with(NAME)),
-        _ => false,
+    command_body(message).is_some_and(|body| body.starts_with(b"\x02\x00\x07publish"))
+}
+
+/// The AMF0 values of a command message: an AMF3 command's leading 0 skipped, as rml_rtmp skips it.
+/// `None` for other messages.
+fn command_body(message: &MessagePayload) -> Option<&[u8]> {
+    let data = &message.data[..];
+    match (message.type_id, data) {
+        (AMF3_COMMAND, [0, rest @ ..]) => Some(rest),
+        (AMF0_COMMAND | AMF3_COMMAND, _) => Some(data),
+        _ => None,
     }
 }
 
@@ -477,31 +486,26 @@ const MAX_AMF_DEPTH: usize = 32;
 /// lone `@setDataFrame`, and parses nested objects and arrays recursively without a depth limit, so a
 /// few hundred kilobytes of nesting would overflow the stack and abort the process.
 pub fn screen(message: &MessagePayload) -> Result<bool, ChunkError> {
-    let data = &message.data[..];
-    match message.type_id {
-        AMF0_COMMAND | AMF3_COMMAND => {
-            // rml_rtmp skips the AMF3 command's leading 0 the same way.
-            let body = match data {
-                [0, rest @ ..] if message.type_id == AMF3_COMMAND => rest,
-                _ => data,
-            };
-            let values = amf0_values(body).map_err(ChunkError::BadCommand)?;
-            if values < 3 {
-                return Err(ChunkError::BadCommand(
-                    "fewer than three values (name, transaction id, object)",
-                ));
-            }
-            Ok(true)
+    if let Some(body) = command_body(message) {
+        let values = amf0_values(body).map_err(ChunkError::BadCommand)?;
+        if values < 3 {
+            return Err(ChunkError::BadCommand(
+                "fewer than three values (name, transaction id, object)",
+            ));
         }
-        AMF0_DATA | AMF3_DATA => Ok(match amf0_values(data) {
+        return Ok(true);
+    }
+    let data = &message.data[..];
+    Ok(match message.type_id {
+        AMF0_DATA | AMF3_DATA => match amf0_values(data) {
             Ok(n) => {
                 let set_data_frame = data.get(..16) == Some(b"\x02\x00\x0d@setDataFrame");
                 n >= if set_data_frame { 3 } else { 1 }
             }
             Err(_) => false,
-        }),
-        _ => Ok(true),
-    }
+        },
+        _ => true,
+    })
 }
 
 /// Counts the top-level AMF0 values of `data` the way rml_amf0 reads them, iteratively and with a
