@@ -14,7 +14,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 SEGMENT_SECONDS = 2
 # Tansu does not wake a waiting fetch when records arrive, so the edge's long-poll wait (librdkafka's
 # fetch.wait.max.ms, 100 ms) becomes availability latency; Apache Kafka answers at once and keeps the
-# default. Against Tansu the edge therefore polls every 10 ms (costs ~2% of a core of empty fetches).
+# default. Against Tansu the edge therefore polls every 5 ms (10 ms cost ~2% of a core of empty fetches).
 EDGE_TANSU_OPTIONS = ["fetch.wait.max.ms=5"]
 FETCH_WAIT_NOTE = ("edge runs with --kafka-option fetch.wait.max.ms=5: Tansu does not answer a waiting fetch "
                    "when records arrive, so librdkafka's default 100 ms wait would show up as latency "

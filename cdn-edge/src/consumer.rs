@@ -863,7 +863,6 @@ impl Consumer {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch, the clock `closed_at_ms` is stamped with.
 /// The LiveDTO header of a record, if it has one.
 fn meta_header<'a>(msg: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
     msg.headers()?
@@ -872,6 +871,7 @@ fn meta_header<'a>(msg: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
         .and_then(|h| h.value)
 }
 
+/// Wall-clock milliseconds since the Unix epoch, the clock `closed_at_ms` is stamped with.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
