@@ -365,13 +365,11 @@ pub struct Edge {
 impl Edge {
     /// Starts an edge against `broker` with extra flags.
     pub fn start(dir: &Path, name: &str, broker: &Broker, extra: &[&str]) -> Result<Self> {
-        Self::start_on(
-            dir,
-            name,
-            broker,
-            ([127, 0, 0, 1], free_port()).into(),
-            extra,
-        )
+        let (proc, http) = start_on_free_ports(|| {
+            let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            Ok((Self::spawn(dir, name, broker, http, extra)?, http, http))
+        })?;
+        Ok(Self { proc, http })
     }
 
     /// Starts an edge on a given HTTP address (e.g. the one a killed edge had).
@@ -382,15 +380,25 @@ impl Edge {
         http: SocketAddr,
         extra: &[&str],
     ) -> Result<Self> {
+        let mut proc = Self::spawn(dir, name, broker, http, extra)?;
+        proc.listening(http, Duration::from_secs(20))?;
+        Ok(Self { proc, http })
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        broker: &Broker,
+        http: SocketAddr,
+        extra: &[&str],
+    ) -> Result<Proc> {
         let mut cmd = Command::new(bin("cdn-edge"));
         cmd.args(["--http-listen", &http.to_string()])
             .args(["--kafka-brokers", &broker.bootstrap()])
             .args(["--topic", &broker.topic])
             .args(extra)
             .env("RUST_LOG", "info,cdn_edge=debug");
-        let mut proc = Proc::spawn(name, cmd, dir)?;
-        proc.listening(http, Duration::from_secs(20))?;
-        Ok(Self { proc, http })
+        Proc::spawn(name, cmd, dir)
     }
 
     /// `http://addr/live/<stream>/<file>`.
