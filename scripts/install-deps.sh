@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what running and testing the project needs on a fresh Debian machine that has only the Rust
 # toolchain: ffmpeg/ffprobe (publisher and checker in the e2e suite), the C toolchain pieces rdkafka's
-# bundled librdkafka build uses, and the Kafka-compatible broker Tansu, built once into a cache directory
-# outside the repository. Idempotent: every step is skipped when its result is already there.
+# bundled librdkafka build uses, Java and Maven, and Apache Kafka's jars from Maven Central
+# (scripts/kafka/pom.xml) in a cache directory outside the repository. Idempotent: every step is skipped
+# when its result is already there.
 set -euo pipefail
 
 CACHE_DIR="${LIVE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/live-video}"
-TANSU_VERSION=0.6.0
-TANSU_ROOT="$CACHE_DIR/tansu-$TANSU_VERSION"
+REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$REPO_ROOT/scripts/kafka/pom.xml")"
+KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
@@ -26,6 +28,11 @@ command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 # The watch page's browser test: Debian's Chromium, and Node.js/npm for hls.js and playwright-core.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# Apache Kafka runs on the JVM (17, Debian 12's default); Maven fetches its jars.
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# setpriv (util-linux): the e2e suite's brokers die with the test process that started them.
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -41,19 +48,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ -n "$no_start" ] && $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-if [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
-  echo "==> building the broker Tansu $TANSU_VERSION into $TANSU_ROOT (once; about 8 minutes on 2 cores)"
-  mkdir -p "$CACHE_DIR"
-  # Without dynostore,libsql Tansu 0.6.0 discards every message; --locked keeps its tested dependency set.
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
-    --root "$TANSU_ROOT" 2>&1 | sed -u 's/^/    [tansu build] /'
+if [ ! -f "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" ]; then
+  echo "==> fetching Apache Kafka $KAFKA_VERSION's jars from Maven Central into $KAFKA_LIBS (once; ~45 MB)"
+  rm -rf "$KAFKA_LIBS.partial"
+  mvn -B -q -Dstyle.color=never -f "$REPO_ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$KAFKA_LIBS.partial"
+  rm -rf "$KAFKA_LIBS"
+  mv "$KAFKA_LIBS.partial" "$KAFKA_LIBS"
 fi
-echo "==> broker: $TANSU_ROOT/bin/tansu"
+echo "==> broker: Apache Kafka $KAFKA_VERSION ($KAFKA_LIBS)"
 
 # npm packages pinned by their lockfiles: hls.js (web/, embedded into cdn-edge at build time, so this runs
 # before any cargo build) and playwright-core (e2e/browser/, drives Chromium). Reinstalled only when the
 # lockfile is newer than what npm last installed.
-REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 for dir in web e2e/browser; do
   installed="$REPO_ROOT/$dir/node_modules/.package-lock.json"
   if [ ! -f "$installed" ] || [ "$REPO_ROOT/$dir/package-lock.json" -nt "$installed" ]; then

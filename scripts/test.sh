@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting and lints, unit and property tests, then the end-to-end tests
-# (real broker, media, two edges, ffmpeg publishing, ffprobe judging). Installs what it needs first.
+# (Apache Kafka, media, two edges, ffmpeg publishing, ffprobe judging). Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +19,6 @@ cargo build --workspace --bins
 echo "==> unit and property tests, and the fuzz targets (8 s each; FUZZ_SECONDS changes it)"
 cargo test --workspace --exclude e2e
 echo "==> end-to-end tests"
-# One at a time: each starts a broker, media, edges and an x264 encoder on a 2-core machine.
+# One at a time: each starts media, edges and an x264 encoder (and some a Kafka cluster of their own)
+# on a 2-core machine; the tests of one test binary share one Kafka broker, a topic each.
 cargo test -p e2e -- --test-threads=1 --nocapture

@@ -489,12 +489,15 @@ impl Consumer {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("allow.auto.create.topics", "false")
-            // Only reached when a start offset is gone (retention, or a topic recreated empty); the
-            // oldest record still there is then the closest to what was asked for.
-            .set("auto.offset.reset", "earliest")
-            // Bounds the wait of an empty fetch, so brokers that do not wake a waiting fetch on new
-            // records still deliver within 100 ms (availability latency).
-            .set("fetch.wait.max.ms", "100")
+            // Reached when the next offset to read is gone: this edge fell further behind than the
+            // topic's retention, or the topic was recreated. librdkafka's `earliest` would replay the
+            // whole retention (an hour of every stream) before anything live, `latest` would skip the
+            // window a player needs; `error` hands it to `run`, which skips to the live window.
+            .set("auto.offset.reset", "error")
+            // librdkafka's and the Java client's default. Apache Kafka answers a waiting fetch as soon as
+            // a record arrives (fetch.min.bytes=1), so this costs no latency; it only bounds how often an
+            // idle edge asks each broker.
+            .set("fetch.wait.max.ms", "500")
             // librdkafka's prefetch queue is per partition; its default (64 MiB) times many partitions
             // would be unbounded in practice.
             .set("queued.max.messages.kbytes", "16384")
@@ -529,7 +532,7 @@ impl Consumer {
     /// Consumes until `cancel` fires: waits for the topic, seeks every partition to `now - lookback`,
     /// then feeds every record into `store`. Blocks; run it on a blocking thread.
     pub fn run(self, store: Arc<Store>, cancel: CancellationToken) {
-        let Some(assignment) = self.wait_for_start_offsets(&cancel) else {
+        let Some((assignment, lookback)) = self.wait_for_start_offsets(&cancel) else {
             return;
         };
         if let Err(e) = self.inner.assign(&assignment) {
@@ -564,6 +567,9 @@ impl Consumer {
                 Some(Ok(msg)) => {
                     let header = meta_header(&msg);
                     ingest.record(msg.partition(), header, msg.payload().unwrap_or_default());
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    self.skip_to_live_window(&store, lookback);
                 }
                 // Already reported (rate-limited) through `EdgeContext::error`; librdkafka recovers
                 // from these by itself.
@@ -663,7 +669,10 @@ impl Consumer {
 
     /// Retries the start-offset lookup until it succeeds; `None` if cancelled first. Says what is wrong
     /// and what to do at the first failure, then again every [`RETRY_LOG_INTERVAL`].
-    fn wait_for_start_offsets(&self, cancel: &CancellationToken) -> Option<TopicPartitionList> {
+    fn wait_for_start_offsets(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Option<(TopicPartitionList, Duration)> {
         let started = Instant::now();
         let mut last_logged: Option<Instant> = None;
         loop {
@@ -718,9 +727,8 @@ impl Consumer {
     }
 
     /// Every partition at the first offset whose record is newer than `now - lookback` (the end if
-    /// none is).
-    fn start_offsets(&self) -> Result<TopicPartitionList, LookupError> {
-        let topic = self.settings.topic.as_str();
+    /// none is), and the lookback that was used.
+    fn start_offsets(&self) -> Result<(TopicPartitionList, Duration), LookupError> {
         let partitions = self.partitions()?;
         let lookback = match self.settings.lookback {
             Lookback::Fixed(d) => d,
@@ -735,10 +743,21 @@ impl Consumer {
                 lookback
             }
         };
+        Ok((self.window_offsets(&partitions, lookback)?, lookback))
+    }
+
+    /// `partitions` at the first offset whose record is newer than `now - lookback` (the end if none
+    /// is).
+    fn window_offsets(
+        &self,
+        partitions: &[i32],
+        lookback: Duration,
+    ) -> Result<TopicPartitionList, LookupError> {
+        let topic = self.settings.topic.as_str();
         let lookback_ms = u64::try_from(lookback.as_millis()).unwrap_or(u64::MAX);
         let since = i64::try_from(now_ms().saturating_sub(lookback_ms)).unwrap_or(i64::MAX);
         let mut query = TopicPartitionList::new();
-        for &p in &partitions {
+        for &p in partitions {
             query.add_partition_offset(topic, p, Offset::Offset(since))?;
         }
         let found = self.inner.offsets_for_times(query, LOOKUP_TIMEOUT)?;
@@ -756,6 +775,67 @@ impl Consumer {
             assignment.add_partition_offset(topic, e.partition(), offset)?;
         }
         Ok(assignment)
+    }
+
+    /// librdkafka found a partition's next offset deleted (it does not say which partition): every
+    /// partition whose position is below the oldest record the broker still has (or that has no
+    /// position yet) moves to the live window, as a starting edge would. The records in between are
+    /// gone; what a player needs now is the live window, not the oldest survivors of retention. If the
+    /// broker does not answer, the partition stays stopped and the next poll reports the reset again.
+    fn skip_to_live_window(&self, store: &Store, lookback: Duration) {
+        let topic = self.settings.topic.as_str();
+        let positions = match self.inner.position() {
+            Ok(p) => p,
+            Err(e) => return warn!(error = %e, "cannot read consumer positions"),
+        };
+        let mut behind = Vec::new();
+        for e in positions.elements_for_topic(topic) {
+            let p = e.partition();
+            match self.inner.fetch_watermarks(topic, p, WATERMARK_TIMEOUT) {
+                Ok((low, _)) => match e.offset() {
+                    Offset::Offset(o) if o >= low => {}
+                    position => behind.push((p, position, low)),
+                },
+                Err(error) => return warn!(partition = p, %error, "low watermark unavailable"),
+            }
+        }
+        if behind.is_empty() {
+            return;
+        }
+        let partitions: Vec<i32> = behind.iter().map(|&(p, _, _)| p).collect();
+        // librdkafka refuses to seek a partition stopped by a failed reset ("erroneous state"); handing
+        // it back and assigning it afresh at the new offset restarts its fetcher.
+        let result = self.window_offsets(&partitions, lookback).and_then(|tpl| {
+            let mut gone = TopicPartitionList::new();
+            for &p in &partitions {
+                gone.add_partition(topic, p);
+            }
+            self.inner.incremental_unassign(&gone)?;
+            self.inner.incremental_assign(&tpl)?;
+            Ok(tpl)
+        });
+        match result {
+            Ok(done) => {
+                for e in done.elements() {
+                    Stats::add(&store.stats().retention_skips, 1);
+                    let (_, position, oldest) = behind
+                        .iter()
+                        .find(|&&(p, _, _)| p == e.partition())
+                        .copied()
+                        .unwrap_or((e.partition(), Offset::Invalid, -1));
+                    warn!(
+                        partition = e.partition(),
+                        ?position,
+                        oldest_offset = oldest,
+                        resumed_at = ?e.offset(),
+                        lookback_s = lookback.as_secs(),
+                        "fell behind the topic's retention: the next records were deleted before this \
+                         edge read them; skipped to the live window"
+                    );
+                }
+            }
+            Err(error) => warn!(%error, "cannot skip to the live window; will retry"),
+        }
     }
 
     /// The longest target duration the last few records of each partition name, read by assigning

@@ -140,6 +140,11 @@ pub fn render(store: &Store, telemetry: &Telemetry, now: Instant) -> String {
         "Live playlists ended because no segment arrived for --stale-after-target-durations while caught up with the broker.",
         Stats::get(&stats.streams_ended_silent),
     );
+    x.counter(
+        "cdn_edge_kafka_retention_skips_total",
+        "Times a partition's next record was already deleted by the topic's retention (this edge fell that far behind) and the edge skipped ahead to the live window.",
+        Stats::get(&stats.retention_skips),
+    );
     x.histogram(
         "cdn_edge_segment_availability_latency_seconds",
         "Time from the origin closing a segment (closed_at_ms) to this edge listing it; negative clock skew counts as 0.",

@@ -25,6 +25,9 @@ pub struct Stats {
     pub reassembly_evictions: AtomicU64,
     /// Live playlists ended because their origin went silent (no stream end arrived).
     pub streams_ended_silent: AtomicU64,
+    /// Times a partition's next record had been deleted by retention before this edge read it, and the
+    /// edge moved on to the live window.
+    pub retention_skips: AtomicU64,
     /// Partitions currently assigned to the consumer (a gauge).
     pub partitions_assigned: AtomicU64,
     /// Segment lookups answered from the cache.

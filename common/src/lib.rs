@@ -10,6 +10,7 @@ pub mod chunking;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fuzz;
 pub mod message;
+pub mod partition;
 pub mod reassembly;
 pub mod stream_name;
 
@@ -18,5 +19,6 @@ pub use message::{
     decode_meta, encode_meta, DecodeError, InitMeta, LiveMessage, PartMeta, SegmentMeta, StreamEnd,
     StreamStart, META_HEADER, SCHEMA_VERSION,
 };
+pub use partition::partition_for;
 pub use reassembly::{CompleteSegment, Reassembler, ReassemblyError};
 pub use stream_name::{validate_stream_name, StreamNameError};

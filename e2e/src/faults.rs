@@ -1,9 +1,8 @@
-//! Fault injection for the end-to-end tests: a broker restarted on the same port with the same storage,
-//! SIGKILL, an edge restarted on its old port, and a TCP proxy whose link can be cut without a FIN.
+//! Fault injection for the end-to-end tests: SIGKILL (brokers, media, edges), an edge restarted on its
+//! old port, and a TCP proxy whose link can be cut without a FIN.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::{spawn_tansu, Broker, Proc};
+use crate::Proc;
 
 /// Kills `proc` with SIGKILL (no chance to clean up) and reaps it.
 pub fn kill_hard(proc: &mut Proc) -> Result<()> {
@@ -22,18 +21,6 @@ pub fn kill_hard(proc: &mut Proc) -> Result<()> {
         bail!("kill -KILL {} ({}) failed", proc.pid(), proc.name);
     }
     proc.wait(Duration::from_secs(10))?;
-    Ok(())
-}
-
-/// Starts Tansu again on `broker.addr` with `storage` (the same engine URL as before, so a durable
-/// engine finds its topics) and replaces `broker.proc` with it; the old process must be gone.
-pub fn start_broker_process(
-    dir: &Path,
-    broker: &mut Broker,
-    storage: &str,
-    name: &str,
-) -> Result<()> {
-    broker.proc = spawn_tansu(dir, broker.addr, storage, name)?;
     Ok(())
 }
 

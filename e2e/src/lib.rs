@@ -1,12 +1,13 @@
-//! Harness for the end-to-end tests: starts the real broker (Tansu), `media` and `cdn-edge` processes on
+//! Harness for the end-to-end tests: starts Apache Kafka ([`kafka`]), `media` and `cdn-edge` processes on
 //! free loopback ports, publishes with a real ffmpeg, and reads what viewers would read.
 //!
-//! Binaries are taken from `E2E_BIN_DIR` (default: the workspace's `target/debug`), the broker from
-//! `TANSU_BIN` (default: where `scripts/install-deps.sh` builds it). Every child is killed on drop, and its
-//! output goes to a log file under the test's temp directory so a failure can be read afterwards.
+//! Binaries are taken from `E2E_BIN_DIR` (default: the workspace's `target/debug`), Kafka's jars from
+//! where `scripts/install-deps.sh` puts them (`KAFKA_LIBS` overrides). Every child is killed on drop, and
+//! its output goes to a log file under the test's temp directory so a failure can be read afterwards.
 
 pub mod browser;
 pub mod faults;
+pub mod kafka;
 pub mod ll_playlist;
 pub mod manager;
 pub mod playlist;
@@ -20,6 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+pub use kafka::Broker;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that start at once).
 pub fn free_port() -> u16 {
@@ -86,22 +89,6 @@ pub fn bin(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target").join("debug"));
     dir.join(name)
-}
-
-/// Path of the Tansu broker binary.
-pub fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return p.into();
-    }
-    let cache = std::env::var_os("LIVE_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("live-video")))
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache")
-                .join("live-video")
-        });
-    cache.join("tansu-0.6.0").join("bin").join("tansu")
 }
 
 /// A child process killed (SIGKILL) when dropped unless stopped first.
@@ -216,111 +203,6 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     bail!("nothing listening on {addr} after {timeout:?}")
-}
-
-/// Runs `tansu broker` on `addr` with the `storage` engine URL, in `dir`, and waits for its port. Tansu
-/// 0.6 resolves a sqlite path against its working directory, even an absolute one.
-pub fn spawn_tansu(dir: &Path, addr: SocketAddr, storage: &str, name: &str) -> Result<Proc> {
-    let mut proc = Proc::spawn(name, tansu_command(dir, addr, storage), dir)?;
-    proc.listening(addr, Duration::from_secs(20))?;
-    Ok(proc)
-}
-
-/// The command line of `tansu broker` on `addr` with the `storage` engine URL, run in `dir`.
-fn tansu_command(dir: &Path, addr: SocketAddr, storage: &str) -> Command {
-    let url = format!("tcp://{addr}");
-    let mut cmd = Command::new(tansu_bin());
-    cmd.args([
-        "broker",
-        "--listener-url",
-        &url,
-        "--advertised-listener-url",
-        &url,
-        "--storage-engine",
-        storage,
-    ])
-    .current_dir(dir)
-    .env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A running Tansu broker with the topic created.
-pub struct Broker {
-    pub proc: Proc,
-    pub addr: SocketAddr,
-    pub topic: String,
-}
-
-impl Broker {
-    /// Starts Tansu on a free port with in-memory storage and creates `topic` with `partitions`.
-    pub fn start(dir: &Path, topic: &str, partitions: u32) -> Result<Self> {
-        Self::start_with_storage(dir, topic, partitions, "memory://tansu/")
-    }
-
-    /// Starts Tansu with the given storage engine URL (e.g. `sqlite://tansu.db` for durability). The broker
-    /// runs in `dir`: Tansu 0.6 resolves a sqlite path against its working directory, even an absolute
-    /// one, so a relative name puts the database there.
-    pub fn start_with_storage(
-        dir: &Path,
-        topic: &str,
-        partitions: u32,
-        storage: &str,
-    ) -> Result<Self> {
-        let tansu = tansu_bin();
-        if !tansu.exists() {
-            bail!(
-                "broker not found at {} (run scripts/install-deps.sh or set TANSU_BIN)",
-                tansu.display()
-            );
-        }
-        // Tansu listens on IPv4 only: advertise 127.0.0.1, never `localhost`.
-        let (proc, addr) = start_on_free_ports(|| {
-            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let cmd = tansu_command(dir, addr, storage);
-            Ok((Proc::spawn("broker", cmd, dir)?, addr, addr))
-        })?;
-        let broker = Self {
-            proc,
-            addr,
-            topic: topic.into(),
-        };
-        broker.create_topic(topic, partitions)?;
-        Ok(broker)
-    }
-
-    /// Creates a topic (retrying while the broker finishes starting).
-    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
-        let url = format!("tcp://{}", self.addr);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = Command::new(tansu_bin())
-                .args([
-                    "topic",
-                    "create",
-                    topic,
-                    "--broker",
-                    &url,
-                    "--partitions",
-                    &partitions.to_string(),
-                ])
-                .output()?;
-            if out.status.success() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "creating topic {topic} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// `host:port` for `--kafka-brokers`.
-    pub fn bootstrap(&self) -> String {
-        self.addr.to_string()
-    }
 }
 
 /// A running `media`.

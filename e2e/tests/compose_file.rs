@@ -2,12 +2,15 @@
 //! the YAML parses, every service the README promises is there, every MEDIA_*/EDGE_* variable and flag it
 //! sets is one the real binaries list in `--help`, listen addresses agree with the published ports, the
 //! topic it creates is the one the binaries use, and the topic's `max.message.bytes` admits media's
-//! largest record. The Dockerfile is checked for the stages and packages the binaries need.
+//! largest record. Its Kafka release and topic settings are the ones every test, the benchmark and
+//! `scripts/run-local.sh` run (`scripts/kafka/`). The Dockerfile is checked for the stages and packages
+//! the binaries need.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
+use e2e::kafka::TopicSettings;
 use e2e::{bin, workspace_root};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -352,6 +355,49 @@ fn compose_ports_brokers_and_topic_fit_together() -> Result<()> {
     ensure!(
         sv("media")["depends_on"]["create-topic"]["condition"].as_str()
             == Some("service_completed_successfully")
+    );
+    Ok(())
+}
+
+/// The Kafka release the e2e suite, the benchmark and `run-local.sh` fetch (`scripts/kafka/pom.xml`).
+fn tested_kafka_release() -> Result<String> {
+    let pom = std::fs::read_to_string(workspace_root().join("scripts/kafka/pom.xml"))?;
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .context("scripts/kafka/pom.xml names no kafka.version")?;
+    Ok(version.trim().to_owned())
+}
+
+/// docker-compose.yml runs the Apache Kafka release the tests run, and creates live-topic with the
+/// partitions and configs every test topic gets (`scripts/kafka/live-topic.properties`).
+#[test]
+fn compose_runs_the_kafka_release_and_topic_settings_the_tests_run() -> Result<()> {
+    let doc = compose()?;
+    let release = tested_kafka_release()?;
+    for service in ["kafka", "create-topic"] {
+        let image = s(&doc["services"][service]["image"]).context("image")?;
+        ensure!(
+            image == format!("apache/kafka:{release}"),
+            "{service} runs {image}, the tests run Apache Kafka {release} (move both together)"
+        );
+    }
+    let tested = TopicSettings::recommended()?;
+    let command = strings(&doc["services"]["create-topic"]["command"]);
+    let partitions: u32 = arg_after(&command, "--partitions")
+        .context("--partitions")?
+        .parse()?;
+    ensure!(
+        partitions == tested.partitions,
+        "compose creates {partitions} partitions, live-topic.properties says {}",
+        tested.partitions
+    );
+    let tested_configs: BTreeMap<String, String> = tested.configs.into_iter().collect();
+    let compose_configs = topic_configs(&command);
+    ensure!(
+        compose_configs == tested_configs,
+        "compose's topic configs {compose_configs:?} differ from live-topic.properties {tested_configs:?}"
     );
     Ok(())
 }

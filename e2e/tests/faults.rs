@@ -1,4 +1,4 @@
-//! Process-level faults against the real parts: the broker stopped and restarted on durable storage,
+//! Process-level faults against the real parts: the broker killed and restarted on its log directory,
 //! edges and media killed or stopped mid-stream, a publisher whose network path dies. Each test counts
 //! segments: what media closed (its log) against what every edge lists and serves.
 
@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use e2e::faults::{kill_hard, start_broker_process, Proxy};
+use e2e::faults::{kill_hard, Proxy};
 use e2e::manager::{Answer, Manager};
 use e2e::playlist::MediaPlaylist;
 use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
@@ -83,15 +83,13 @@ fn api_stats(media: &Media) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&r.body)?)
 }
 
-/// The broker dies (SIGKILL) for 10 s mid-stream and comes back on the same port with the same sqlite
-/// storage. The publisher is never disconnected, no edge ends the playlist meanwhile, and every segment
+/// The single-node broker dies (SIGKILL) for 10 s mid-stream and comes back on the same port and log
+/// directory. The publisher is never disconnected, no edge ends the playlist meanwhile, and every segment
 /// media closed, the ones of the outage included, is listed contiguously and served by both edges.
 #[test]
 fn broker_outage_loses_no_segment() -> Result<()> {
     let dir = e2e::work_dir("faults_broker_outage");
-    // Relative to the broker's working directory, the test's work dir.
-    let storage = "sqlite://tansu.db";
-    let mut broker = Broker::start_with_storage(&dir, "live-topic", 2, storage)?;
+    let mut broker = Broker::dedicated(&dir, "live-topic", 2)?;
     let media = Media::start(&dir, "media", &broker, SEGMENT)?;
     let window = ["--window-segments", "100"];
     let edge_a = Edge::start(&dir, "edge-a", &broker, &window)?;
@@ -111,7 +109,7 @@ fn broker_outage_loses_no_segment() -> Result<()> {
     .context("the stream should reach the edge before the outage")?;
 
     let down_at = Instant::now();
-    kill_hard(&mut broker.proc)?;
+    broker.kill(0)?;
     let closed_before = closed_seqs(&media.proc.log_text()).len();
     let before: Vec<u64> = [&edge_a, &edge_b]
         .iter()
@@ -132,7 +130,7 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         std::thread::sleep(Duration::from_millis(250));
     }
     let closed_in_outage = closed_seqs(&media.proc.log_text()).len() - closed_before;
-    start_broker_process(&dir, &mut broker, storage, "broker-2")?;
+    broker.restart(0)?;
     eprintln!(
         "broker down for {:?}; media closed {closed_in_outage} segments meanwhile",
         down_at.elapsed()
@@ -475,8 +473,7 @@ fn media_sigterm_ends_streams_and_flushes_everything() -> Result<()> {
 #[test]
 fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
     let dir = e2e::work_dir("faults_media_sigterm_outage");
-    let storage = "sqlite://tansu.db";
-    let mut broker = Broker::start_with_storage(&dir, "live-topic", 1, storage)?;
+    let mut broker = Broker::dedicated(&dir, "live-topic", 1)?;
     let mut media = Media::start(&dir, "media", &broker, SEGMENT)?;
     let edge = Edge::start(&dir, "edge", &broker, &["--window-segments", "60"])?;
     let mut ffmpeg = publish(
@@ -490,7 +487,7 @@ fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
     })
     .context("the stream should reach the edge")?;
 
-    kill_hard(&mut broker.proc)?;
+    broker.kill(0)?;
     let closed_before = closed_seqs(&media.proc.log_text()).len();
     std::thread::sleep(Duration::from_secs(3));
     // SIGTERM without waiting: media is now flushing into a broker that is not there.
@@ -499,7 +496,7 @@ fn media_sigterm_during_a_broker_outage_loses_nothing_queued() -> Result<()> {
         .status()?
         .success());
     std::thread::sleep(Duration::from_secs(2));
-    start_broker_process(&dir, &mut broker, storage, "broker-2")?;
+    broker.restart(0)?;
     let status = media.proc.wait(Duration::from_secs(30))?;
     ensure!(status.success(), "media exited with {status}");
     ffmpeg
@@ -624,4 +621,79 @@ fn cbr_publish(dir: &Path, url: &str, kbps: u32, seconds: u32) -> Result<Proc> {
         .args(["-bufsize", &rate, "-x264-params", "nal-hrd=cbr:filler=1"])
         .args(["-pix_fmt", "yuv420p", "-f", "flv", url]);
     Proc::spawn("ffmpeg-cbr", cmd, dir)
+}
+
+/// The value of an unlabelled counter or gauge in an edge's `/metrics`.
+fn edge_metric(edge: &Edge, name: &str) -> Result<f64> {
+    let text = String::from_utf8(get(&format!("http://{}/metrics", edge.http))?.body)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("{name} not in /metrics"))
+}
+
+/// An edge stopped (SIGSTOP) longer than the topic's retention finds, when it resumes, that the records
+/// it was about to read are deleted. It skips to the live window on its own (the one a freshly started
+/// edge would serve), says so in its log and counts it, instead of stalling on an offset that is gone.
+#[test]
+fn edge_behind_retention_skips_to_the_live_window() -> Result<()> {
+    let dir = e2e::work_dir("faults_edge_behind_retention");
+    // Three seconds of retention, log segments rolled every half second so retention can drop them
+    // (the test brokers check retention every second).
+    let broker = Broker::start_with_configs(
+        &dir,
+        "live-topic",
+        1,
+        &[("retention.ms", "3000"), ("segment.ms", "500")],
+    )?;
+    let media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    let window = ["--window-segments", "4"];
+    let edge = Edge::start(&dir, "edge", &broker, &window)?;
+    let _ffmpeg = publish(
+        &dir,
+        "ffmpeg",
+        &media.publish_url(STREAM),
+        &Publish::small(60),
+    )?;
+    poll(Duration::from_secs(30), Duration::from_millis(100), || {
+        edge.playlist(STREAM).filter(|(_, p)| p.entries.len() >= 3)
+    })
+    .context("the stream should reach the edge")?;
+    ensure!(edge_metric(&edge, "cdn_edge_kafka_retention_skips_total")? == 0.0);
+
+    let signal = |sig: &str| -> Result<()> {
+        let pid = edge.proc.pid().to_string();
+        ensure!(Command::new("kill").args([sig, &pid]).status()?.success());
+        Ok(())
+    };
+    signal("-STOP")?;
+    std::thread::sleep(Duration::from_secs(12));
+    let closed_while_stopped = closed_seqs(&media.proc.log_text());
+    signal("-CONT")?;
+    let resumed = Instant::now();
+
+    // Within a few seconds the edge lists what media closed last, in a full window.
+    let newest = *closed_while_stopped.last().context("segments closed")?;
+    let (_, pl) = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        edge.playlist(STREAM)
+            .filter(|(_, p)| seqs(p).last().is_some_and(|&l| l >= newest) && p.entries.len() >= 2)
+    })
+    .context("the edge should reach the live window after resuming")?;
+    eprintln!(
+        "edge served the live window {:?} after resuming: {:?}",
+        resumed.elapsed(),
+        seqs(&pl)
+    );
+    ensure!(!pl.ended, "the stream is still live");
+    all_served(&[&edge], STREAM, &pl)?;
+    ensure!(
+        edge_metric(&edge, "cdn_edge_kafka_retention_skips_total")? >= 1.0,
+        "the skip should be counted"
+    );
+    ensure!(
+        edge.proc
+            .log_text()
+            .contains("fell behind the topic's retention"),
+        "the edge should say why it skipped ahead"
+    );
+    Ok(())
 }

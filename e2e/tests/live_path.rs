@@ -1,4 +1,4 @@
-//! The live path end to end: ffmpeg -> RTMP -> media -> Kafka (Tansu) -> two cdn-edges -> HLS, judged by
+//! The live path end to end: ffmpeg -> RTMP -> media -> Apache Kafka -> two cdn-edges -> HLS, judged by
 //! ffprobe/ffmpeg and an independent playlist reader.
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Low-latency HLS end to end: ffmpeg publishes in real time to media, parts travel through Tansu,
+//! Low-latency HLS end to end: ffmpeg publishes in real time to media, parts travel through Apache Kafka,
 //! and two edges serve `ll.m3u8`. Checked with the independent LL playlist reader (spec rules), with
 //! ffprobe/ffmpeg (the fMP4 decodes, parts marked INDEPENDENT start with a keyframe, the fMP4 segment
 //! holds what the TS segment of the same number holds), and with blocking requests against both edges
@@ -16,9 +16,6 @@ use anyhow::{ensure, Context, Result};
 use e2e::ll_playlist::{self, part_numbers, LlPlaylist};
 use e2e::{get, poll, probe, publish, Broker, Edge, Media, Proc, Publish};
 use serde_json::Value;
-
-/// Tansu does not wake a waiting fetch (README, "Fetch wait and the local broker").
-const EDGE_ARGS: &[&str] = &["--kafka-option", "fetch.wait.max.ms=10"];
 
 fn ll(edge: &Edge, stream: &str, query: &str) -> Result<(LlPlaylist, Vec<u8>)> {
     let r = get(&format!("{}{query}", edge.url(stream, "ll.m3u8")))?;
@@ -85,8 +82,8 @@ fn ll_hls_parts_playlists_and_blocking_reload() -> Result<()> {
     let dir = e2e::work_dir("ll_hls");
     let broker = Broker::start(&dir, "live-topic", 2)?;
     let media = Media::start(&dir, "media", &broker, &["--segment-seconds", "2"])?;
-    let a = Edge::start(&dir, "edge-a", &broker, EDGE_ARGS)?;
-    let b = Edge::start(&dir, "edge-b", &broker, EDGE_ARGS)?;
+    let a = Edge::start(&dir, "edge-a", &broker, &[])?;
+    let b = Edge::start(&dir, "edge-b", &broker, &[])?;
     let mut ffmpeg = publish(
         &dir,
         "ffmpeg",
@@ -329,7 +326,7 @@ fn ll_hls_latency_in_headless_chromium() -> Result<()> {
     let dir = e2e::work_dir("ll_hls_latency");
     let broker = Broker::start(&dir, "live-topic", 2)?;
     let media = Media::start(&dir, "media", &broker, &["--segment-seconds", "2"])?;
-    let edge = Edge::start(&dir, "edge", &broker, EDGE_ARGS)?;
+    let edge = Edge::start(&dir, "edge", &broker, &[])?;
     let _ffmpeg = publish(
         &dir,
         "ffmpeg",

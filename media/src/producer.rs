@@ -234,7 +234,10 @@ pub fn start(
         .set("queue.buffering.max.messages", "1000000")
         // Segments are already compressed video; a short linger keeps availability latency low.
         .set("linger.ms", "1")
-        .set("compression.type", "none");
+        .set("compression.type", "none")
+        // Records are keyed by stream name; partition them as the Java client does, so any client can
+        // compute a stream's partition (`common::partition`).
+        .set("partitioner", "murmur2_random");
     for (k, v) in &settings.extra {
         cfg.set(k, v);
     }
@@ -573,6 +576,69 @@ mod tests {
         assert_eq!(records, 4);
         assert_eq!(whole.meta.seq, 7);
         assert_eq!(whole.data, data);
+    }
+
+    /// Each stream's records land on the partition `common::partition_for` computes, the Java client's
+    /// choice for that key.
+    #[tokio::test]
+    async fn streams_land_on_the_java_clients_partition() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("live", 12, 1).expect("topic");
+        let (handle, task) = start(
+            ProducerSettings {
+                brokers: cluster.bootstrap_servers(),
+                topic: "live".into(),
+                max_message_bytes: 1_000_000,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(5),
+        )
+        .expect("producer");
+        let task = tokio::spawn(task);
+        let streams = ["mystream", "cam-1", "fault-cam", "a", "studio/b", "x-9"];
+        for stream in streams {
+            let meta = SegmentMeta {
+                chunks: 0,
+                ..SegmentMeta::sample(stream, "b", 1)
+            };
+            handle
+                .send_segment(meta, Bytes::from_static(b"ts"))
+                .expect("queued");
+        }
+        drop(handle);
+        task.await.expect("producer task");
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "t")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..12 {
+            tpl.add_partition_offset("live", p, Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut seen = std::collections::BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.len() < streams.len() && Instant::now() < deadline {
+            let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let msg = msg.expect("record");
+            let key = String::from_utf8(msg.key().expect("keyed").to_vec()).expect("utf-8");
+            seen.insert(key, msg.partition() as u32);
+        }
+        assert_eq!(seen.len(), streams.len(), "every stream's record arrived");
+        let distinct: std::collections::BTreeSet<u32> = seen.values().copied().collect();
+        assert!(
+            distinct.len() > 1,
+            "streams spread over partitions: {seen:?}"
+        );
+        for (stream, partition) in seen {
+            assert_eq!(partition, common::partition_for(&stream, 12), "{stream}");
+        }
     }
 
     /// A low-latency part goes out as one record with its metadata; one larger than a record is
