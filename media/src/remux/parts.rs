@@ -6,9 +6,9 @@
 //! segment N hold exactly the frames of TS segment N. Parts are closed when the frame that opens the
 //! next one arrives, because only then is the part's duration (and its last sample's) known.
 //!
-//! Video decode times are shifted later by the composition delay of the keyframes (B-frames make an
-//! encoder present its keyframe a frame or two after decoding it), so a keyframe is presented at its
-//! part's `tfdt`. Players that place a part by its `tfdt` (shaka-player, which sets
+//! Video decode times are shifted later by the composition delay of the init's first video frame
+//! (B-frames make an encoder present its keyframe a frame or two after decoding it), so a keyframe is
+//! presented at its part's `tfdt`. Players that place a part by its `tfdt` (shaka-player, which sets
 //! the SourceBuffer's timestamp offset from it) otherwise see the video of every segment start that
 //! delay (67 ms with x264's two B-frames at 30 fps) after the part's start: a gap they jump by seeking,
 //! and after a seek they reset the SourceBuffer, which then drops every frame up to the next keyframe, so
@@ -68,8 +68,7 @@ pub(crate) struct PartBuilder {
     /// fragments despite millisecond RTMP timestamps.
     audio_next: Option<u64>,
     /// How much later than the encoder's DTS video decode times are written, in 90 kHz ticks: the
-    /// largest composition delay of a part-opening keyframe under the current init (see the module
-    /// doc).
+    /// composition delay of the first video frame under the current init (see the module doc).
     video_delay: Option<u64>,
     video_samples: Vec<VideoSample>,
     audio_samples: Vec<Sample>,
@@ -149,15 +148,11 @@ impl PartBuilder {
             self.first_ms = Some(dts_ms);
             self.first_keyframe = keyframe;
         }
-        // The delay follows the keyframes that open a part, upwards only: a larger one leaves a gap of
-        // the difference in decode times (never an overlap, which a SourceBuffer reads as a jump back),
-        // and the presentation times do not move. Encoders start with a shorter delay than they keep
-        // (ffmpeg's first frame over RTMP: 33 ms, then 67 ms with two B-frames), so this settles at the
-        // second segment. Bounded: a publisher's bogus composition time cannot push decode times
-        // further than MAX_VIDEO_DELAY_MS, and the signed offsets stay far inside an i32.
-        let delay = ms_to_90khz(pts_ms.saturating_sub(dts_ms).min(MAX_VIDEO_DELAY_MS));
-        if self.video_delay.is_none() || (keyframe && self.video_samples.is_empty()) {
-            self.video_delay = Some(self.video_delay.unwrap_or(0).max(delay));
+        if self.video_delay.is_none() {
+            // Bounded: a publisher's bogus composition time cannot push decode times further than
+            // MAX_VIDEO_DELAY_MS, and the signed offsets below stay far inside an i32.
+            let delay_ms = pts_ms.saturating_sub(dts_ms).min(MAX_VIDEO_DELAY_MS);
+            self.video_delay = Some(ms_to_90khz(delay_ms));
         }
         self.end_ms = self.end_ms.max(dts_ms.saturating_add(interval_ms));
         self.video_samples.push(VideoSample {
@@ -365,34 +360,5 @@ mod tests {
         // Every frame is presented when the publisher said (to the 90 kHz tick).
         let expected: Vec<u64> = presented.iter().map(|&p| ms_to_90khz(p)).collect();
         assert_eq!(video_pts, expected);
-    }
-
-    #[test]
-    fn a_first_keyframe_with_a_shorter_delay_settles_at_the_next_segment() {
-        let mut b = PartBuilder::new(334);
-        b.set_init(Some(&avc()), None);
-        // ffmpeg over RTMP: the very first keyframe 33 ms after its DTS, every later one 67 ms.
-        for i in 0..180u64 {
-            let dts = i * 1000 / 30;
-            let pts = dts + if i == 0 { 33 } else { 67 };
-            if i % 60 == 0 && i > 0 {
-                b.close(Some(dts), true);
-            } else if b.is_due(dts, 33) {
-                b.close(Some(dts), false);
-            }
-            b.push_video(dts, pts, i % 60 == 0, Bytes::from_static(b"v"), 33);
-        }
-        b.close(None, true);
-        let mut last_decode = 0;
-        let mut first = true;
-        for p in b.take() {
-            let (_, tfdt, samples) = trafs(&p.data).remove(0);
-            assert!(tfdt >= last_decode, "decode times never go back");
-            if p.independent && !first {
-                assert_eq!(samples[0].1, 0, "from the second segment on");
-            }
-            first = false;
-            last_decode = tfdt + samples.iter().map(|s| u64::from(s.0)).sum::<u64>();
-        }
     }
 }
