@@ -9,6 +9,8 @@ bash scripts/install-deps.sh
 export REQUIRE_FFMPEG=1
 # Likewise the watch-page test when Chromium, node or playwright-core is missing.
 export REQUIRE_BROWSER=1
+# And the GStreamer test when gst-launch-1.0 or its HLS demuxer is missing.
+export REQUIRE_GSTREAMER=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

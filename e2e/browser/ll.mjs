@@ -42,7 +42,7 @@ const page_html = `<!doctype html><html><body>
 // element's `waiting` after playback started, and the player's own stall report on top (hls.js's
 // BUFFER_STALLED_ERROR, shaka's `buffering` event with buffering=true): a player may recover before
 // the element notices, and the user still saw the picture freeze.
-async function startPlayer({ url, player, lowLatency }) {
+async function startPlayer({ url, player, lowLatency, shakaConfig }) {
   const video = document.getElementById('v');
   const state = { errors: [], stallEvents: [], started: false, startedAt: null };
   window.probe = state;
@@ -61,6 +61,7 @@ async function startPlayer({ url, player, lowLatency }) {
     window.shakaPlayer = shaka;
     await shaka.attach(video);
     shaka.configure({ streaming: { lowLatencyMode: lowLatency } });
+    if (shakaConfig) shaka.configure(shakaConfig);
     shaka.addEventListener('error', (e) => {
       const d = e.detail || {};
       state.errors.push({ code: d.code, category: d.category, severity: d.severity, data: String(d.data) });
@@ -129,7 +130,14 @@ try {
   const players = {
     ll: { url: ll, player: 'hls.js', lowLatency: true },
     plain: { url: `${opt.base}/live/${opt.stream}/index.m3u8`, player: 'hls.js', lowLatency: false },
-    shakaLl: { url: ll, player: 'shaka', lowLatency: true },
+    // sequenceMode: shaka-player 5.2.12 (the newest release) in its default segments mode calls abort()
+    // before appending a part whenever it recomputes the timestamp offset, and for any live stream whose
+    // media time is ahead of its playlist time the Edge workaround in setTimestampOffset_ (+0.001 on
+    // negative offsets) makes that recomputation differ by 0.001, which meets its ">= 0.001" threshold by
+    // floating-point chance: Chromium then drops the part's video up to the next keyframe and shaka waits
+    // at the next segment boundary. Fixed upstream (shaka-player#10559, #10591, issue #10589) but not
+    // released; sequence mode skips the recomputation, as the maintainers suggest there.
+    shakaLl: { url: ll, player: 'shaka', lowLatency: true, shakaConfig: { manifest: { hls: { sequenceMode: true } } } },
   };
   const scripts = {
     'hls.js': { url: `${opt.base}/assets/hls.min.js` },

@@ -56,3 +56,40 @@ pub fn node(script: &str) -> Command {
         .current_dir(dir());
     cmd
 }
+
+/// Reads every playlist at `urls` with the independent validators of `e2e/browser/validate.mjs`
+/// (`hls-parser` in strict mode and video.js's `m3u8-parser`, neither written here, so a misreading
+/// of the spec this project's own readers share with the server cannot pass), failing with their
+/// complaints. Without node or those packages it is skipped with a note, unless REQUIRE_BROWSER=1.
+pub fn validate_playlists(urls: &[String]) -> Result<()> {
+    let missing = if Command::new("node").arg("--version").output().is_err() {
+        Some("node is not on PATH".to_owned())
+    } else {
+        ["hls-parser", "m3u8-parser"]
+            .iter()
+            .find(|p| !dir().join("node_modules").join(p).exists())
+            .map(|p| format!("{p} is not installed (run `npm ci` in {})", dir().display()))
+    };
+    if let Some(why) = missing {
+        if std::env::var("REQUIRE_BROWSER").as_deref() == Ok("1") {
+            bail!("{why}, but REQUIRE_BROWSER=1");
+        }
+        eprintln!("NOTE: not validating playlists with hls-parser/m3u8-parser: {why}");
+        return Ok(());
+    }
+    let out = Command::new("node")
+        .arg(dir().join("validate.mjs"))
+        .args(urls)
+        .current_dir(dir())
+        .output()?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "independent playlist validators refused ({}):\n{report}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprint!("hls-parser (strict) and m3u8-parser accept:\n{report}");
+    Ok(())
+}

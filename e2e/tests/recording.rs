@@ -204,6 +204,8 @@ fn records_hls_and_flv_and_calls_on_record_done() -> Result<()> {
     let flv = get(&format!("{base}{}", r["flv"].as_str().context("flv")?))?;
     ensure!(flv.content_type == "video/x-flv" && flv.body == head);
     probe::decode_clean(Path::new(&playlist_url))?;
+    // Independent readers accept the VOD playlist media serves, and the ended live one the edge serves.
+    e2e::browser::validate_playlists(&[playlist_url.clone(), edge.url("cam", "index.m3u8")])?;
 
     ensure!(metric(&media, "media_recordings_finished_total")? == 2);
     ensure!(metric(&media, "media_recordings_failed_total")? == 0);
