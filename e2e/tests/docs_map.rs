@@ -9,8 +9,13 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Places the docs name that a build, a test or a local run creates: they need not exist in a clone.
-const GENERATED: &[&str] = &["target/", ".tmp/"];
+/// Places the docs name that a build, a test, a local run or `npm ci` creates: not in a fresh clone.
+const GENERATED: &[&str] = &[
+    "target/",
+    ".tmp/",
+    "web/node_modules/",
+    "e2e/browser/node_modules/",
+];
 
 /// Pages linked before they land, written on another branch; remove an entry once its page is in.
 const PENDING_PAGES: &[&str] = &["docs/performance.md"];
