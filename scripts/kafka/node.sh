@@ -47,7 +47,7 @@ transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$isr
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$isr
-# Topics are created on purpose, with their limits (scripts/kafka/topic.properties).
+# Topics are created on purpose, with their limits (scripts/kafka/live-topic.properties).
 auto.create.topics.enable=false
 # Consumers here are single members: no reason to wait for others to join a group.
 group.initial.rebalance.delay.ms=0
