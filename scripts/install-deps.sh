@@ -31,6 +31,12 @@ command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 # Apache Kafka runs on the JVM (17, Debian 12's default); Maven fetches its jars.
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# GStreamer 1.22 (Debian 12): hlsdemux2 under uridecodebin3 plays the edge's playlists in the e2e suite
+# (e2e/tests/gstreamer.rs), the 32-bit reader of sequence numbers many set-top boxes are built on.
+command -v gst-launch-1.0 >/dev/null 2>&1 || need_apt+=(gstreamer1.0-tools)
+for pkg in gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 # setpriv (util-linux): the e2e suite's brokers die with the test process that started them.
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -59,7 +65,8 @@ fi
 echo "==> broker: Apache Kafka $KAFKA_VERSION ($KAFKA_LIBS)"
 
 # npm packages pinned by their lockfiles: hls.js (web/, embedded into cdn-edge at build time, so this runs
-# before any cargo build) and playwright-core (e2e/browser/, drives Chromium). Reinstalled only when the
+# before any cargo build) and, in e2e/browser/, playwright-core (drives Chromium), shaka-player (the second
+# browser player) and the independent playlist validators hls-parser and m3u8-parser. Reinstalled only when the
 # lockfile is newer than what npm last installed.
 for dir in web e2e/browser; do
   installed="$REPO_ROOT/$dir/node_modules/.package-lock.json"

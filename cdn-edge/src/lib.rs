@@ -15,6 +15,7 @@ pub mod http;
 pub mod ll;
 pub mod metrics;
 pub mod playlist;
+pub mod renumber;
 pub mod stats;
 pub mod store;
 pub mod viewers;

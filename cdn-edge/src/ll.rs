@@ -11,9 +11,15 @@ use std::fmt::Write as _;
 
 use common::{PartMeta, StreamEnd};
 
-/// Parts are listed for the segments within this many target durations of the playlist's end
-/// (RFC 8216bis 4.4.4.9: a server SHOULD remove them beyond three).
+/// Parts are listed for the segments that start within this many target durations of the playlist's
+/// end (RFC 8216bis 4.4.4.9: a server SHOULD remove parts greater than three target durations from the
+/// end).
 const PART_TARGETS_LISTED: u64 = 3;
+/// ... and for at most this many segments (the open one included): how `hls-parser`'s strict mode reads
+/// the same rule. The two agree whenever segments last about a target duration; the count keeps the
+/// playlist valid for that reader when segments are shorter. Three segments still hold every part a
+/// player joining at PART-HOLD-BACK (three part targets from the end) needs.
+const PART_SEGMENTS_LISTED: usize = 3;
 /// PART-HOLD-BACK in part targets (RFC 8216bis 4.4.3.8: at least 2, SHOULD be 3).
 const PART_HOLD_BACK_PARTS: u64 = 3;
 /// Init ids remembered per stream (one per codec change; a handful at most in any window).
@@ -270,14 +276,18 @@ impl LlPlaylist {
             first.disc_seq,
             first.init,
         );
-        // Parts are listed for the segments that start within three target durations of the end.
+        // Parts are listed for the segments that start within three target durations of the end
+        // (so none of their parts is further away), the last three at most. A preload hint for part 0
+        // of the next segment opens that segment for hls-parser, so it counts as one of the three.
+        let hint_opens_segment = self.next_part().is_some_and(|(_, part)| part == 0);
+        let segments_listed = PART_SEGMENTS_LISTED - usize::from(hint_opens_segment);
         let mut from_end = 0;
         let mut listed_from = self.segments.len();
-        for (i, s) in self.segments.iter().enumerate().rev() {
-            if from_end >= PART_TARGETS_LISTED * target * 1000 {
+        for (n, (i, s)) in self.segments.iter().enumerate().rev().enumerate() {
+            from_end += s.duration_ms();
+            if n >= segments_listed || from_end > PART_TARGETS_LISTED * target * 1000 {
                 break;
             }
-            from_end += s.duration_ms();
             listed_from = i;
         }
         let mut prev_init = first.init;
@@ -392,10 +402,12 @@ mod tests {
              #EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"init-10.mp4\"\n\
              #EXTINF:2.004,\n10.mp4\n";
         assert!(text.starts_with(head), "{text}");
-        // Parts are listed while less than 6 s (three target durations) is counted from the end:
-        // the open segment (0.668 s), 13, 12 (4.676 s so far) and 11; 10 has no part lines.
+        // Parts are listed for the segments starting at most 6 s (three target durations) from the
+        // end: the open segment (0.668 s), 13 (2.672 s) and 12 (4.676 s); 11 starts 6.68 s from the end
+        // and has no part lines any more, nor has 10.
         assert!(!text.contains("\"10.0.m4s\""), "{text}");
-        assert!(text.contains("#EXT-X-PART:DURATION=0.334,URI=\"11.0.m4s\",INDEPENDENT=YES\n"));
+        assert!(!text.contains("\"11.0.m4s\""), "{text}");
+        assert!(text.contains("#EXT-X-PART:DURATION=0.334,URI=\"12.0.m4s\",INDEPENDENT=YES\n"));
         assert!(
             text.contains("#EXT-X-PART:DURATION=0.334,URI=\"13.5.m4s\"\n#EXTINF:2.004,\n13.mp4\n")
         );
@@ -404,6 +416,65 @@ mod tests {
              #EXT-X-PART:DURATION=0.334,URI=\"14.1.m4s\"\n\
              #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"14.2.m4s\"\n"
         ));
+    }
+
+    /// Seconds from each listed part's start to the end of the playlist, per segment listing parts.
+    fn listed_parts_from_end(text: &str) -> Vec<Vec<u64>> {
+        let mut segments: Vec<Vec<u64>> = vec![Vec::new()];
+        let mut durations = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("#EXT-X-PART:DURATION=") {
+                let d: f64 = rest.split(',').next().unwrap().parse().unwrap();
+                segments.last_mut().unwrap().push(durations.len() as u64);
+                durations.push(seconds_to_ms(d));
+            } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
+                let d: f64 = rest.trim_end_matches(',').parse().unwrap();
+                if segments.last().unwrap().is_empty() {
+                    durations.push(seconds_to_ms(d));
+                }
+                segments.push(Vec::new());
+            }
+        }
+        let total: u64 = durations.iter().sum();
+        let mut start = 0;
+        let starts: Vec<u64> = durations
+            .iter()
+            .map(|d| {
+                let s = start;
+                start += d;
+                total - s
+            })
+            .collect();
+        segments
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.into_iter().map(|i| starts[i as usize]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn parts_stay_within_three_target_durations_of_the_end_and_cover_part_hold_back() {
+        for segments in 1..8 {
+            for open in 0..6 {
+                let text = playlist(6, segments, open).render();
+                let listed = listed_parts_from_end(&text);
+                // A preload hint to part 0 opens one more segment with a part (as hls-parser reads it).
+                let hint_segment = usize::from(
+                    text.lines()
+                        .any(|l| l.starts_with("#EXT-X-PRELOAD-HINT") && l.ends_with(".0.m4s\"")),
+                );
+                assert!(listed.len() + hint_segment <= 3, "{text}");
+                for from_end in listed.iter().flatten() {
+                    assert!(*from_end <= 6_000, "{from_end} ms from the end:\n{text}");
+                }
+                // A player joining PART-HOLD-BACK (1.002 s) from the end finds that point in parts.
+                let oldest = listed.iter().flatten().max().copied().unwrap_or(0);
+                assert!(
+                    oldest >= 1_002.min(segments * 2_004 + u64::from(open) * 334),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

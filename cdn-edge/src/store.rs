@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::ll::{LlPlaylist, PartOutcome};
 use crate::playlist::{Playlist, SegmentOutcome};
+use crate::renumber::{Mapped, Renumbering};
 use crate::stats::Stats;
 
 /// Bytes charged per cache entry on top of the segment itself (key, map slot, moka's bookkeeping), so a
@@ -96,6 +97,8 @@ pub struct Store {
     segments: Cache<(String, Object), Bytes>,
     streams: RwLock<HashMap<String, StreamState>>,
     ll: RwLock<HashMap<String, LlState>>,
+    /// Offsets for origins that number a stream lower than this edge listed it (see [`Renumbering`]).
+    renumber: Mutex<Renumbering>,
     window: usize,
     idle_after: Duration,
     capacity: u64,
@@ -130,6 +133,7 @@ impl Store {
             segments,
             streams: RwLock::new(HashMap::new()),
             ll: RwLock::new(HashMap::new()),
+            renumber: Mutex::new(Renumbering::default()),
             window: config.window_segments.max(1),
             idle_after: config.segment_ttl,
             capacity: config.cache_bytes,
@@ -144,7 +148,10 @@ impl Store {
 
     /// Adds a verified segment: its bytes to the cache, its metadata to the stream's playlist.
     pub fn insert_segment(&self, segment: CompleteSegment) -> Inserted {
-        let CompleteSegment { meta, data } = segment;
+        let CompleteSegment { mut meta, data } = segment;
+        let m = self.map_numbers(&meta.stream, &meta.broadcast, meta.seq, Some(meta.disc_seq));
+        meta.seq = m.seq;
+        meta.disc_seq = m.disc_seq.unwrap_or(meta.disc_seq);
         let known_last = self
             .read()
             .get(&meta.stream)
@@ -191,6 +198,11 @@ impl Store {
 
     /// Applies the end of a broadcast; returns whether the stream's playlist changed.
     pub fn end_stream(&self, end: &StreamEnd) -> bool {
+        let mut end = end.clone();
+        end.last_seq = end
+            .last_seq
+            .map(|seq| self.renumbering().peek(&end.stream, &end.broadcast, seq));
+        let end = &end;
         let ll_changed = self.update_ll(&end.stream, |p| p.end(end));
         self.end_ts_stream(end) || ll_changed
     }
@@ -341,11 +353,20 @@ impl Store {
             }
             keep
         });
-        before - streams.len()
+        let forgotten = before - streams.len();
+        let ll = self.ll_read();
+        self.renumbering()
+            .retain(|name| streams.contains_key(name) || ll.contains_key(name));
+        forgotten
     }
 
     /// Adds a verified init segment of the low-latency rendition (repeats are ignored).
     pub fn insert_init(&self, meta: &InitMeta, data: Bytes) {
+        let mut meta = meta.clone();
+        meta.init = self
+            .map_numbers(&meta.stream, &meta.broadcast, meta.init, None)
+            .seq;
+        let meta = &meta;
         let key = (meta.stream.clone(), Object::Init(meta.init));
         if !self.segments.contains_key(&key) {
             self.segments.insert(key, data);
@@ -360,6 +381,14 @@ impl Store {
     /// Adds a verified part of the low-latency rendition: bytes first, then the playlist, then wakes
     /// the requests waiting for it. Returns whether the playlist changed.
     pub fn insert_part(&self, meta: &PartMeta, data: Bytes) -> bool {
+        let mut meta = meta.clone();
+        let m = self.map_numbers(&meta.stream, &meta.broadcast, meta.seq, Some(meta.disc_seq));
+        meta.seq = m.seq;
+        meta.disc_seq = m.disc_seq.unwrap_or(meta.disc_seq);
+        meta.init = self
+            .renumbering()
+            .peek(&meta.stream, &meta.broadcast, meta.init);
+        let meta = &meta;
         let key = (meta.stream.clone(), Object::Part(meta.seq, meta.part));
         let known = self
             .ll_read()
@@ -370,6 +399,27 @@ impl Store {
         }
         self.segments.insert(key, data);
         self.update_ll(&meta.stream, |p| p.push_part(meta) == PartOutcome::Added)
+    }
+
+    /// The numbers this edge serves for a record (see [`Renumbering`]); says so once per renumbered
+    /// broadcast.
+    fn map_numbers(&self, stream: &str, broadcast: &str, seq: u64, disc: Option<u64>) -> Mapped {
+        let m = self.renumbering().map(stream, broadcast, seq, disc);
+        if m.first_of_broadcast && m.renumbered {
+            info!(
+                stream = %stream,
+                broadcast = %broadcast,
+                origin_seq = seq,
+                seq = m.seq,
+                "broadcast numbered at or below what this edge listed for the stream (an origin \
+                 restarted on a lower numbering base): renumbered to continue the window"
+            );
+        }
+        m
+    }
+
+    fn renumbering(&self) -> std::sync::MutexGuard<'_, Renumbering> {
+        self.renumber.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `change` to a stream's low-latency playlist (created if new); when it says the playlist
@@ -670,5 +720,130 @@ mod tests {
             store.insert_segment(segment("old", 2, 10)),
             Inserted::FirstOfStream
         );
+    }
+}
+
+#[cfg(test)]
+mod renumber_tests {
+    use super::*;
+    use common::SegmentMeta;
+
+    fn store() -> Store {
+        Store::new(&StoreConfig {
+            cache_bytes: 1 << 20,
+            segment_ttl: Duration::from_secs(120),
+            window_segments: 4,
+        })
+    }
+
+    fn segment(broadcast: &str, seq: u64, disc_seq: u64, first: bool) -> CompleteSegment {
+        CompleteSegment {
+            meta: SegmentMeta {
+                size: 3,
+                disc_seq,
+                discontinuity: first,
+                ..SegmentMeta::sample("cam", broadcast, seq)
+            },
+            data: Bytes::from(vec![(seq % 251) as u8; 3]),
+        }
+    }
+
+    fn part(broadcast: &str, seq: u64, part: u32, disc_seq: u64, init: u64) -> PartMeta {
+        PartMeta {
+            stream: "cam".into(),
+            broadcast: broadcast.into(),
+            seq,
+            part,
+            duration: 1.0,
+            independent: part == 0,
+            last: part == 1,
+            disc_seq,
+            discontinuity: part == 0 && seq == init,
+            init,
+            target_duration: 2,
+            part_target: 1.0,
+            closed_at_ms: 0,
+            size: 1,
+            crc32: 0,
+        }
+    }
+
+    fn init(broadcast: &str, id: u64) -> InitMeta {
+        InitMeta {
+            stream: "cam".into(),
+            broadcast: broadcast.into(),
+            init: id,
+            codecs: String::new(),
+            size: 1,
+            crc32: 0,
+        }
+    }
+
+    /// The rolling upgrade: an origin numbering in tenths of a second since 1970 is replaced by one
+    /// numbering in seconds since 2025. Both playlists go on from where they were, never back.
+    #[test]
+    fn a_broadcast_numbered_lower_continues_both_playlists() {
+        let s = store();
+        let old = 17_961_619_135;
+        s.insert_init(&init("old", old), Bytes::from_static(b"i"));
+        for seq in old..old + 2 {
+            for k in 0..2 {
+                s.insert_part(&part("old", seq, k, 1, old), Bytes::from_static(b"p"));
+            }
+            s.insert_segment(segment("old", seq, 1, seq == old));
+        }
+        let new = 60_000_000;
+        s.insert_init(&init("new", new), Bytes::from_static(b"j"));
+        for seq in new..new + 2 {
+            for k in 0..2 {
+                assert!(s.insert_part(&part("new", seq, k, new + 1, new), Bytes::from_static(b"q")));
+            }
+            assert_eq!(
+                s.insert_segment(segment("new", seq, new + 1, seq == new)),
+                Inserted::Appended
+            );
+        }
+        let ts = String::from_utf8(s.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(ts.contains("#EXT-X-MEDIA-SEQUENCE:17961619135\n"), "{ts}");
+        assert!(
+            ts.contains("17961619136.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n17961619137.ts\n"),
+            "{ts}"
+        );
+        assert!(ts.contains("17961619138.ts"), "{ts}");
+        assert!(!ts.contains("60000000"), "{ts}");
+        // The new broadcast's bytes are served under the numbers the playlist lists.
+        assert_eq!(
+            s.segment("cam", 17_961_619_137).as_deref(),
+            Some(&[(new % 251) as u8; 3][..])
+        );
+        let ll = String::from_utf8(s.ll_playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(
+            ll.contains("#EXT-X-MAP:URI=\"init-17961619137.mp4\""),
+            "{ll}"
+        );
+        assert!(ll.contains("URI=\"17961619138.1.m4s\""), "{ll}");
+        assert!(!ll.contains("60000000"), "{ll}");
+        assert_eq!(
+            s.object("cam", Object::Init(17_961_619_137)).as_deref(),
+            Some(&b"j"[..])
+        );
+        // The end of the new broadcast names its last segment in the edge's numbers.
+        assert!(s.end_stream(&StreamEnd {
+            stream: "cam".into(),
+            broadcast: "new".into(),
+            ended_at_ms: 0,
+            last_seq: Some(new + 1),
+        }));
+        let ts = String::from_utf8(s.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(ts.ends_with("17961619138.ts\n#EXT-X-ENDLIST\n"), "{ts}");
+        // Forgotten streams start over with the origin's numbers.
+        assert_eq!(s.sweep_at(Instant::now() + Duration::from_secs(121)), 1);
+        assert_eq!(s.renumbering().len(), 0);
+        assert_eq!(
+            s.insert_segment(segment("newer", new + 2, new + 2, true)),
+            Inserted::FirstOfStream
+        );
+        let ts = String::from_utf8(s.playlist("cam").unwrap().to_vec()).unwrap();
+        assert!(ts.contains("#EXT-X-MEDIA-SEQUENCE:60000002\n"), "{ts}");
     }
 }

@@ -1,13 +1,16 @@
-// Measures hls.js's live latency against an edge in Debian's headless Chromium (playwright-core):
-// LL-HLS (ll.m3u8 with lowLatencyMode) and plain HLS (index.m3u8) play side by side in two pages for
-// the same wall-clock minute, each sampled every 500 ms. Run by e2e/tests/ll_hls.rs, which judges.
+// Measures live latency and re-buffering against an edge in Debian's headless Chromium (playwright-core):
+// hls.js on LL-HLS (ll.m3u8 with lowLatencyMode), hls.js on plain HLS (index.m3u8) and shaka-player on
+// LL-HLS (lowLatencyMode) play side by side in three pages for the same wall-clock minute, each sampled
+// every 500 ms. Run by e2e/tests/ll_hls.rs, which judges.
 //
 //   node ll.mjs --base http://127.0.0.1:PORT --stream NAME --out DIR [--seconds 60]
 //
-// Writes DIR/result.json: per player the median/p90/max of hls.latency, the samples, the stalls
-// (`waiting` events and hls.js BUFFER_STALLED_ERROR after playback started) and hls.js errors.
+// Writes DIR/result.json: `versions`, and per player (`ll`, `plain`, `shakaLl`) the median/p90/max of the
+// player's latency estimate, the samples, the stalls (re-buffering after playback started, see
+// startPlayer) and the player's errors.
 import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { launch } from './chromium.mjs';
 
 function args(argv) {
@@ -29,26 +32,20 @@ const opt = args(process.argv);
 const log = (...m) => console.error(`[ll ${new Date().toISOString().slice(11, 23)}]`, ...m);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// The player page: hls.js from the edge itself (the copy the watch page uses), muted autoplay.
-const page_html = (base) => `<!doctype html><html><body>
+// The player page: muted autoplay; the player's script is added by the caller (hls.js from the edge
+// itself, the copy the watch page uses; shaka-player from node_modules, pinned by package-lock.json).
+const page_html = `<!doctype html><html><body>
 <video id="v" muted autoplay playsinline width="640" height="360"></video>
-<script src="${base}/assets/hls.min.js"></script>
 </body></html>`;
 
-// Runs inside the page: starts hls.js and records what happens.
-function startPlayer({ url, lowLatency }) {
+// Runs inside the page: starts the player and records what happens. A re-buffering event is the video
+// element's `waiting` after playback started, and the player's own stall report on top (hls.js's
+// BUFFER_STALLED_ERROR, shaka's `buffering` event with buffering=true): a player may recover before
+// the element notices, and the user still saw the picture freeze.
+async function startPlayer({ url, player, lowLatency }) {
   const video = document.getElementById('v');
   const state = { errors: [], stallEvents: [], started: false, startedAt: null };
   window.probe = state;
-  const hls = new window.Hls({ lowLatencyMode: lowLatency });
-  window.hls = hls;
-  hls.on(window.Hls.Events.ERROR, (_e, d) => {
-    if (d.details === 'bufferStalledError') {
-      if (state.started) state.stallEvents.push({ t: video.currentTime, kind: 'hls.js bufferStalledError' });
-    } else {
-      state.errors.push({ type: d.type, details: d.details, fatal: d.fatal });
-    }
-  });
   video.addEventListener('playing', () => {
     if (!state.started) {
       state.started = true;
@@ -58,17 +55,49 @@ function startPlayer({ url, lowLatency }) {
   video.addEventListener('waiting', () => {
     if (state.started) state.stallEvents.push({ t: video.currentTime, kind: 'waiting' });
   });
+  if (player === 'shaka') {
+    window.shaka.polyfill.installAll();
+    const shaka = new window.shaka.Player();
+    window.shakaPlayer = shaka;
+    await shaka.attach(video);
+    shaka.configure({ streaming: { lowLatencyMode: lowLatency } });
+    shaka.addEventListener('error', (e) => {
+      const d = e.detail || {};
+      state.errors.push({ code: d.code, category: d.category, severity: d.severity, data: String(d.data) });
+    });
+    shaka.addEventListener('buffering', (e) => {
+      if (state.started && e.buffering) state.stallEvents.push({ t: video.currentTime, kind: 'shaka buffering' });
+    });
+    window.latency = () => {
+      const l = shaka.getStats().liveLatency;
+      return Number.isFinite(l) ? l : null;
+    };
+    window.targetLatency = () => null;
+    await shaka.load(url).catch((e) => state.errors.push({ code: e.code, data: String(e.data) }));
+    video.play().catch(() => {});
+    return `shaka-player ${window.shaka.Player.version}`;
+  }
+  const hls = new window.Hls({ lowLatencyMode: lowLatency });
+  window.latency = () => hls.latency;
+  window.targetLatency = () => hls.targetLatency;
+  hls.on(window.Hls.Events.ERROR, (_e, d) => {
+    if (d.details === 'bufferStalledError') {
+      if (state.started) state.stallEvents.push({ t: video.currentTime, kind: 'hls.js bufferStalledError' });
+    } else {
+      state.errors.push({ type: d.type, details: d.details, fatal: d.fatal });
+    }
+  });
   hls.loadSource(url);
   hls.attachMedia(video);
   video.play().catch(() => {});
-  return window.Hls.version;
+  return `hls.js ${window.Hls.version}`;
 }
 
 const sample = () => {
   const v = document.getElementById('v');
   return {
-    latency: window.hls ? window.hls.latency : null,
-    targetLatency: window.hls ? window.hls.targetLatency : null,
+    latency: window.latency ? window.latency() : null,
+    targetLatency: window.targetLatency ? window.targetLatency() : null,
     currentTime: v.currentTime,
     paused: v.paused,
     started: window.probe.started,
@@ -96,18 +125,26 @@ try {
   });
   const { context } = browser;
   result.browserVersion = context.browser() ? context.browser().version() : null;
+  const ll = `${opt.base}/live/${opt.stream}/ll.m3u8`;
   const players = {
-    ll: { url: `${opt.base}/live/${opt.stream}/ll.m3u8`, lowLatency: true },
-    plain: { url: `${opt.base}/live/${opt.stream}/index.m3u8`, lowLatency: false },
+    ll: { url: ll, player: 'hls.js', lowLatency: true },
+    plain: { url: `${opt.base}/live/${opt.stream}/index.m3u8`, player: 'hls.js', lowLatency: false },
+    shakaLl: { url: ll, player: 'shaka', lowLatency: true },
+  };
+  const scripts = {
+    'hls.js': { url: `${opt.base}/assets/hls.min.js` },
+    shaka: { path: join(dirname(fileURLToPath(import.meta.url)), 'node_modules/shaka-player/dist/shaka-player.compiled.js') },
   };
   const pages = {};
   for (const [name, p] of Object.entries(players)) {
     const page = context.pages().length && !Object.keys(pages).length ? context.pages()[0] : await context.newPage();
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
-    await page.setContent(page_html(opt.base), { waitUntil: 'load' });
-    result.hlsVersion = await page.evaluate(startPlayer, p);
+    await page.setContent(page_html, { waitUntil: 'load' });
+    await page.addScriptTag(scripts[p.player]);
+    const version = await page.evaluate(startPlayer, p);
+    result.versions = { ...result.versions, [name]: version };
     pages[name] = page;
-    log(`${name}: playing ${p.url} with hls.js ${result.hlsVersion}`);
+    log(`${name}: playing ${p.url} with ${version}`);
   }
   // Wait for both to start, then measure for the requested time.
   const startDeadline = Date.now() + 20000;
@@ -116,7 +153,7 @@ try {
     if (s.every((x) => x.started)) break;
     await sleep(200);
   }
-  const samples = { ll: [], plain: [] };
+  const samples = Object.fromEntries(Object.keys(pages).map((n) => [n, []]));
   const first = {};
   const begin = Date.now();
   while (Date.now() - begin < opt.seconds * 1000) {

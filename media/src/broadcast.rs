@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{InitMeta, LiveMessage, PartMeta, SegmentMeta, StreamEnd, StreamStart};
+use media::keyframes::KeyframeMeter;
 use media::remux::{RemuxError, Segment, Segmenter, SegmenterConfig};
 use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
@@ -32,6 +33,8 @@ pub struct Broadcast {
     part_target_ms: u64,
     /// The init segment the low-latency parts use now, with its metadata (built once, re-sent often).
     init: Option<(InitMeta, Bytes)>,
+    /// The publisher's keyframe interval against the segment target.
+    keyframes: KeyframeMeter,
 }
 
 impl Broadcast {
@@ -74,6 +77,7 @@ impl Broadcast {
             recording,
             part_target_ms,
             init: None,
+            keyframes: KeyframeMeter::new(target_ms),
         }
     }
 
@@ -96,6 +100,21 @@ impl Broadcast {
 
     /// One video message from the publisher.
     pub fn on_video(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
+        if let Some(keyframe) = coded_frame_is_keyframe(&payload) {
+            if let Some(report) = self.keyframes.frame(u64::from(timestamp_ms), keyframe) {
+                if let Some(advice) = report.advice() {
+                    warn!(
+                        keyframe_interval_ms = report.max_ms,
+                        segment_target_ms = report.target_ms,
+                        "{advice}: segments cannot be shorter than the publisher's keyframe interval, \
+                         so they last that long and every viewer's latency grows with them"
+                    );
+                }
+            }
+            if let Some(report) = self.keyframes.report() {
+                self.claim.live.set_keyframes(report);
+            }
+        }
         if let Some(r) = &mut self.recording {
             r.tag(flv::VIDEO, timestamp_ms, &payload);
         }
@@ -266,5 +285,58 @@ impl Broadcast {
             self.dropped += 1;
             warn!(seq = n.seq, error = %e, "segment dropped");
         }
+    }
+}
+
+/// For an FLV VIDEODATA body holding a coded frame (not a sequence header, end of sequence or command),
+/// whether it is a keyframe. Legacy (`codec id` in the low nibble, AVC packet type after it) and Enhanced
+/// RTMP (`IsExHeader` bit, packet type in the low nibble) headers.
+fn coded_frame_is_keyframe(body: &[u8]) -> Option<bool> {
+    let first = *body.first()?;
+    let frame_type = (first >> 4) & 0x07;
+    if frame_type == 5 {
+        return None; // video info / command frame
+    }
+    let coded = if first & 0x80 != 0 {
+        // Enhanced RTMP: 1 = CodedFrames, 3 = CodedFramesX.
+        matches!(first & 0x0f, 1 | 3)
+    } else if first & 0x0f == 7 {
+        body.get(1) == Some(&1)
+    } else {
+        true
+    };
+    coded.then_some(frame_type == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coded_frame_is_keyframe;
+
+    #[test]
+    fn keyframes_are_told_from_headers_of_both_flv_flavours() {
+        assert_eq!(coded_frame_is_keyframe(&[0x17, 1, 0, 0, 0]), Some(true));
+        assert_eq!(coded_frame_is_keyframe(&[0x27, 1, 0, 0, 0]), Some(false));
+        assert_eq!(
+            coded_frame_is_keyframe(&[0x17, 0, 0, 0, 0]),
+            None,
+            "sequence header"
+        );
+        assert_eq!(coded_frame_is_keyframe(&[0x17, 2]), None, "end of sequence");
+        assert_eq!(coded_frame_is_keyframe(&[0x57, 0]), None, "command frame");
+        // Enhanced RTMP (HEVC): keyframe CodedFramesX, inter CodedFrames, SequenceStart.
+        assert_eq!(
+            coded_frame_is_keyframe(&[0x93, b'h', b'v', b'c', b'1']),
+            Some(true)
+        );
+        assert_eq!(
+            coded_frame_is_keyframe(&[0xa1, b'h', b'v', b'c', b'1']),
+            Some(false)
+        );
+        assert_eq!(
+            coded_frame_is_keyframe(&[0x90, b'h', b'v', b'c', b'1']),
+            None
+        );
+        assert_eq!(coded_frame_is_keyframe(&[]), None);
+        assert_eq!(coded_frame_is_keyframe(&[0x17]), None);
     }
 }

@@ -76,6 +76,7 @@ async fn list_streams(State(s): State<HttpState>) -> Json<serde_json::Value> {
         .iter()
         .map(|l| {
             let tracks = l.tracks();
+            let keyframes = l.keyframes();
             json!({
                 "name": l.name,
                 "app": l.app,
@@ -89,6 +90,12 @@ async fn list_streams(State(s): State<HttpState>) -> Json<serde_json::Value> {
                 "ingest_bps": l.ingest_bps(),
                 "segments": l.segments.load(Ordering::Relaxed),
                 "players": l.players(),
+                // The recent keyframe interval (null until two keyframes arrived), and when it defeats
+                // the segment target, the advice for the streamer.
+                "keyframe_interval_seconds": keyframes.map(|k| k.last_ms as f64 / 1000.0),
+                "keyframe_interval_max_seconds": keyframes.map(|k| k.max_ms as f64 / 1000.0),
+                "segment_target_seconds": keyframes.map(|k| k.target_ms as f64 / 1000.0),
+                "warnings": keyframes.and_then(|k| k.advice()).into_iter().collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -188,6 +195,26 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(v["streams"][0]["name"], "cam");
         assert_eq!(v["streams"][0]["client_addr"], "10.0.0.1");
+        assert_eq!(
+            v["streams"][0]["keyframe_interval_seconds"],
+            serde_json::Value::Null
+        );
+        assert_eq!(v["streams"][0]["warnings"], json!([]));
+        // OBS's default keyframe interval against 2 s segments, measured by the meter.
+        let mut meter = media::keyframes::KeyframeMeter::new(2000);
+        for i in 0..600u64 {
+            meter.frame(i * 1000 / 30, i % 250 == 0);
+        }
+        claim
+            .live
+            .set_keyframes(meter.report().expect("two keyframes"));
+        let (_, body) = call(app(s.clone()), "GET", "/api/streams", None).await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(
+            v["streams"][0]["warnings"],
+            json!(["keyframe interval 8.3 s; set your encoder's keyframe interval to 2 s"])
+        );
+        assert_eq!(v["streams"][0]["segment_target_seconds"], 2.0);
         let (status, _) = call(app(s.clone()), "DELETE", "/api/streams/cam", None).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
         assert!(claim.live.kick.is_cancelled());
@@ -202,6 +229,16 @@ mod tests {
         );
         assert!(
             body.contains("# TYPE media_kafka_produce_latency_seconds histogram"),
+            "{body}"
+        );
+        assert!(
+            body.contains("media_stream_keyframe_interval_seconds{stream=\"cam\"} 8.33"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "media_stream_keyframe_interval_over_target{stream=\"cam\",segment_target_seconds=\"2\"} 1\n"
+            ),
             "{body}"
         );
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use media::keyframes::KeyframeReport;
 use rml_rtmp::sessions::StreamMetadata;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +85,8 @@ pub struct LiveStream {
     pub segments: AtomicU64,
     players: AtomicUsize,
     tracks: Mutex<TrackSummary>,
+    /// The publisher's recent keyframe interval, once two keyframes were seen.
+    keyframes: Mutex<Option<KeyframeReport>>,
     rate: Mutex<(Instant, u64, u64)>,
     hub: Mutex<Hub>,
 }
@@ -109,6 +112,7 @@ impl LiveStream {
             segments: AtomicU64::new(0),
             players: AtomicUsize::new(0),
             tracks: Mutex::new(TrackSummary::default()),
+            keyframes: Mutex::new(None),
             rate: Mutex::new((Instant::now(), 0, 0)),
             hub: Mutex::new(Hub::default()),
         }
@@ -143,6 +147,16 @@ impl LiveStream {
         } else {
             last_bps
         }
+    }
+
+    /// Records the publisher's recent keyframe interval.
+    pub fn set_keyframes(&self, report: KeyframeReport) {
+        *self.keyframes.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// The publisher's recent keyframe interval against the segment target, once measured.
+    pub fn keyframes(&self) -> Option<KeyframeReport> {
+        *self.keyframes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Updates what the API reports about the tracks.

@@ -197,7 +197,45 @@ pub fn render(registry: &Registry, producer: &ProducerHandle, rtmp: &RtmpCounter
             let _ = writeln!(out, "{name}{{stream=\"{}\"}} {}", label(&s.name), value(s));
         }
     }
+    keyframe_metrics(&mut out, &streams);
     out
+}
+
+/// The publishers' keyframe intervals, and which of them defeat the segment target (streams without two
+/// keyframes yet are left out).
+fn keyframe_metrics(out: &mut String, streams: &[std::sync::Arc<crate::live::LiveStream>]) {
+    let measured: Vec<_> = streams
+        .iter()
+        .filter_map(|s| Some((label(&s.name), s.keyframes()?)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP media_stream_keyframe_interval_seconds Longest of a live stream's recent keyframe \
+         intervals (segments cannot be shorter).\n\
+         # TYPE media_stream_keyframe_interval_seconds gauge"
+    );
+    for (name, k) in &measured {
+        let _ = writeln!(
+            out,
+            "media_stream_keyframe_interval_seconds{{stream=\"{name}\"}} {}",
+            k.max_ms as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP media_stream_keyframe_interval_over_target 1 when a live stream's keyframes are further \
+         apart than --segment-seconds: set the encoder's keyframe interval to the segment target \
+         (OBS: Settings > Output > Keyframe Interval).\n\
+         # TYPE media_stream_keyframe_interval_over_target gauge"
+    );
+    for (name, k) in &measured {
+        let _ = writeln!(
+            out,
+            "media_stream_keyframe_interval_over_target{{stream=\"{name}\",segment_target_seconds=\"{}\"}} {}",
+            k.target_ms as f64 / 1000.0,
+            u8::from(k.over_target())
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,51 @@
 //! Which stream names are live, and how each broadcast numbers its segments.
 //!
-//! Media sequence numbers must never go backwards for a stream name, not across a republish and not across
-//! a restart of this process (players and every edge key segments by them). Within one process a
-//! republish continues from the last number, so an edge's window stays contiguous across the
-//! discontinuity. A name this process has not seen yet starts from a wall-clock base in tenths of a second:
-//! segments are cut on keyframes at least `--segment-seconds` (>= 0.1 s) apart, so a previous process
-//! cannot have got ahead of the clock.
+//! # Numbering rule
 //!
-//! Discontinuity sequence numbers need no such base: within an edge's window they only have to step by
-//! one per `#EXT-X-DISCONTINUITY`, and a new process's jump in media sequence numbers restarts every
-//! edge's window anyway. So they start at 0 for a name new to this process. (A wall-clock base, about
-//! 1.8e9, made hls.js 1.7 spend ~20 s before the first frame.)
+//! Players parse media sequence numbers, discontinuity sequence numbers and part numbers as integers, and
+//! some hold them in a signed 32-bit int (GStreamer 1.22's hlsdemux2 read 17961578627 as 0 and stalled),
+//! so every number stays below 2^31. They must also never go backwards for a stream name, not across a
+//! republish and not across a restart of this process (players and every edge key segments by them).
+//!
+//! - A name this process has not seen yet starts its media sequence at the wall clock in whole seconds
+//!   since [`NUMBERING_EPOCH_UNIX_S`] (2025-01-01 UTC): about 6e7 in 2026, 2^31 in 2093.
+//! - Within one process a republish continues from the last number, so an edge's window stays
+//!   contiguous across the discontinuity.
+//! - Discontinuity sequence numbers of a name new to this process start at that same base: a
+//!   broadcast has at most one discontinuity per segment, so they never get ahead of the media sequence
+//!   numbers and inherit their guarantee, while staying far below 2^31 (a base of about 1.8e9, the wall
+//!   clock in seconds since 1970, made hls.js 1.7 spend ~20 s before the first frame).
+//! - Part numbers count from 0 within a segment.
+//!
+//! Why a restart cannot go backwards: segments are cut on keyframes at least `--segment-seconds` of
+//! media apart, so a process numbering from the clock stays behind the clock as long as its segments
+//! average at least one second of wall-clock time each (the default is 2 s from a real-time encoder).
+//!
+//! Limits, and what happens past them:
+//! - Segments shorter than a second (`--segment-seconds` below 1), or a publisher sending faster than
+//!   real time, let a long-running name's numbers get ahead of the clock: 0.5 s segments get one day ahead
+//!   per day of broadcasting. A restart then numbers the name lower than before. The same happens if
+//!   the clock is stepped back by more than the numbers are behind it (a stream of 2 s segments is behind by
+//!   half the time since its name was first published in this process).
+//! - An edge that still lists the old numbers does not go backwards then either: it renumbers the new
+//!   broadcast to continue its window (cdn-edge `renumber`), and only a fresh edge shows the lower numbers.
+//! - 2^31 is reached in 2093 at one segment per second, sooner only by as much as sub-second segments
+//!   get ahead of the clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::live::LiveStream;
+
+/// Where numbering bases count from: 2025-01-01T00:00:00Z, in Unix seconds.
+pub const NUMBERING_EPOCH_UNIX_S: u64 = 1_735_689_600;
+
+/// The first media (and discontinuity) sequence number of a name new to this process started at Unix
+/// time `unix_ms`: whole seconds since [`NUMBERING_EPOCH_UNIX_S`] (0 for a clock before it).
+pub fn numbering_base(unix_ms: u64) -> u64 {
+    (unix_ms / 1000).saturating_sub(NUMBERING_EPOCH_UNIX_S)
+}
 
 /// Current wall-clock time in Unix milliseconds.
 pub fn unix_ms() -> u64 {
@@ -79,8 +108,8 @@ impl Registry {
         let now = unix_ms();
         let entry = map.entry(stream.to_owned()).or_insert_with(|| History {
             live: None,
-            next_seq: now / 100,
-            next_disc: 0,
+            next_seq: numbering_base(now),
+            next_disc: numbering_base(now),
         });
         if entry.live.is_some() {
             return Err(AlreadyLive(stream.to_owned()));
@@ -232,10 +261,25 @@ mod tests {
 
     #[test]
     fn a_fresh_process_starts_ahead_of_any_earlier_numbering() {
-        // A previous process that started 10 s ago with 2 s segments got 5 segments ahead of its base.
-        let earlier_base = unix_ms() / 100 - 100;
+        // A previous process that started 10 s ago with 2 s segments got 5 segments ahead of its base,
+        // and had as many discontinuities at most.
+        let earlier_base = numbering_base(unix_ms() - 10_000);
         let r = Registry::default();
         let mut c = r.claim("s", "live", String::new()).expect("claim");
-        assert!(c.next(false).seq > earlier_base + 5);
+        let n = c.next(false);
+        assert!(n.seq > earlier_base + 5, "{n:?}");
+        assert!(n.disc_seq > earlier_base + 5, "{n:?}");
+    }
+
+    #[test]
+    fn numbers_fit_a_signed_32_bit_int_for_decades() {
+        // 2026-12-01: about 6.2e7; 2090-01-01 (at one segment per second since the base): still below 2^31.
+        assert_eq!(numbering_base(1_796_083_200_000), 60_393_600);
+        let in_2090 = 3_786_825_600_000;
+        assert!(numbering_base(in_2090) + 1 < i32::MAX as u64);
+        let now = numbering_base(unix_ms());
+        assert!(now > 30_000_000 && now < i32::MAX as u64 / 20, "{now}");
+        // A clock before the epoch (unset RTC) starts at 0 rather than wrapping.
+        assert_eq!(numbering_base(1_000), 0);
     }
 }

@@ -41,8 +41,10 @@ pub struct Sample {
     pub decode_time: u64,
     /// Duration in the track's timescale.
     pub duration: u32,
-    /// Presentation minus decode time (>= 0; B-frames), in the track's timescale.
-    pub composition_offset: u32,
+    /// Presentation minus decode time in the track's timescale: signed, because the video's decode
+    /// times are shifted so its first keyframe is presented at its decode time (see
+    /// [`super::parts`]), which puts B-frames presented before their shifted decode time below zero.
+    pub composition_offset: i32,
     /// A random access point (H.264 IDR; every AAC frame).
     pub sync: bool,
     /// The sample's bytes.
@@ -332,11 +334,12 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
                 full_box(out, b"tfdt", 1, 0, |out| {
                     out.put_u64(run.samples[0].decode_time);
                 });
-                // data-offset, sample duration, size, flags, composition time offset present.
+                // data-offset, sample duration, size, flags, composition time offset present; version 1:
+                // the offsets are signed (ISO/IEC 14496-12 8.8.8).
                 full_box(
                     out,
                     b"trun",
-                    0,
+                    1,
                     0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800,
                     |out| {
                         out.put_u32(u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
@@ -350,7 +353,7 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
                             } else {
                                 NON_SYNC_SAMPLE_FLAGS
                             });
-                            out.put_u32(s.composition_offset);
+                            out.put_i32(s.composition_offset);
                         }
                     },
                 );
@@ -438,8 +441,9 @@ mod tests {
             let mut samples = Vec::new();
             for i in 0..count {
                 let e = trun + 20 + i * 16;
+                assert_eq!(frag[trun + 8], 1, "trun version 1 (signed offsets)");
                 let (duration, size, flags, cts) =
-                    (be32(e), be32(e + 4), be32(e + 8), be32(e + 12));
+                    (be32(e), be32(e + 4), be32(e + 8), be32(e + 12) as i32);
                 samples.push(Sample {
                     decode_time: t,
                     duration,
@@ -461,7 +465,7 @@ mod tests {
         prop::collection::vec(
             (
                 1u32..10_000,
-                0u32..20_000,
+                -20_000i32..20_000,
                 any::<bool>(),
                 prop::collection::vec(any::<u8>(), 0..300),
             ),

@@ -5,6 +5,15 @@
 //! to [`PartBuilder`] as well, and closes the open part whenever it cuts a segment, so the parts of
 //! segment N hold exactly the frames of TS segment N. Parts are closed when the frame that opens the
 //! next one arrives, because only then is the part's duration (and its last sample's) known.
+//!
+//! Video decode times are shifted later by the composition delay of the init's first video frame
+//! (B-frames make an encoder present its keyframe a frame or two after decoding it), so a keyframe is
+//! presented at its part's `tfdt`. Players that place a part by its `tfdt` (shaka-player, which sets
+//! the SourceBuffer's timestamp offset from it) otherwise see the video of every segment start that
+//! delay (67 ms with x264's two B-frames at 30 fps) after the part's start: a gap they jump by seeking,
+//! and after a seek they reset the SourceBuffer, which then drops every frame up to the next keyframe, so
+//! the video freezes until the next segment and waits there. Presentation times stay those of the TS
+//! segments, so audio and video stay in sync; the composition offsets become signed (`trun` version 1).
 
 use bytes::Bytes;
 
@@ -31,6 +40,9 @@ pub struct Part {
     pub init: Option<Bytes>,
 }
 
+/// Most composition delay taken into the video decode-time shift (real encoders: well under 1 s).
+const MAX_VIDEO_DELAY_MS: u64 = 1_000;
+
 #[derive(Debug)]
 struct VideoSample {
     dts_ms: u64,
@@ -55,6 +67,9 @@ pub(crate) struct PartBuilder {
     /// Next audio decode time in the audio timescale, to keep the audio timeline gapless across
     /// fragments despite millisecond RTMP timestamps.
     audio_next: Option<u64>,
+    /// How much later than the encoder's DTS video decode times are written, in 90 kHz ticks: the
+    /// composition delay of the first video frame under the current init (see the module doc).
+    video_delay: Option<u64>,
     video_samples: Vec<VideoSample>,
     audio_samples: Vec<Sample>,
     /// DTS (ms) of the first frame of the open part, the one its timing is measured from.
@@ -78,6 +93,7 @@ impl PartBuilder {
             has_video: false,
             audio: None,
             audio_next: None,
+            video_delay: None,
             video_samples: Vec::new(),
             audio_samples: Vec::new(),
             first_ms: None,
@@ -99,6 +115,7 @@ impl PartBuilder {
         self.has_video = video.is_some();
         self.audio = audio.map(|a| (fmp4::audio_timescale(a), a.samples_per_frame));
         self.audio_next = None;
+        self.video_delay = None;
     }
 
     /// Whether the init in use declares exactly these tracks (else a new one is needed).
@@ -130,6 +147,12 @@ impl PartBuilder {
         if self.first_ms.is_none() {
             self.first_ms = Some(dts_ms);
             self.first_keyframe = keyframe;
+        }
+        if self.video_delay.is_none() {
+            // Bounded: a publisher's bogus composition time cannot push decode times further than
+            // MAX_VIDEO_DELAY_MS, and the signed offsets below stay far inside an i32.
+            let delay_ms = pts_ms.saturating_sub(dts_ms).min(MAX_VIDEO_DELAY_MS);
+            self.video_delay = Some(ms_to_90khz(delay_ms));
         }
         self.end_ms = self.end_ms.max(dts_ms.saturating_add(interval_ms));
         self.video_samples.push(VideoSample {
@@ -214,6 +237,7 @@ impl PartBuilder {
     /// `end_ms`.
     fn video_samples(&mut self, end_ms: u64) -> Vec<Sample> {
         let frames = std::mem::take(&mut self.video_samples);
+        let delay = self.video_delay.unwrap_or(0);
         let ends = frames
             .iter()
             .skip(1)
@@ -224,13 +248,18 @@ impl PartBuilder {
             .zip(ends)
             .map(|(f, end)| {
                 let dts = ms_to_90khz(f.dts_ms);
+                let decode_time = dts.saturating_add(delay);
+                let offset = i128::from(ms_to_90khz(f.pts_ms)) - i128::from(decode_time);
                 Sample {
-                    decode_time: dts,
+                    decode_time,
                     // A part is seconds long at most; the 90 kHz tick count fits easily.
                     duration: u32::try_from(ms_to_90khz(end).saturating_sub(dts))
                         .unwrap_or(u32::MAX),
-                    composition_offset: u32::try_from(ms_to_90khz(f.pts_ms).saturating_sub(dts))
-                        .unwrap_or(u32::MAX),
+                    composition_offset: i32::try_from(offset).unwrap_or(if offset < 0 {
+                        i32::MIN
+                    } else {
+                        i32::MAX
+                    }),
                     sync: f.keyframe,
                     data: f.data.clone(),
                 }
@@ -241,5 +270,95 @@ impl PartBuilder {
     /// Closed parts, oldest first, emptying the list.
     pub(crate) fn take(&mut self) -> Vec<Part> {
         std::mem::take(&mut self.closed)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// (track id, tfdt, [(duration, composition offset)]) of each `traf` of a fragment.
+    fn trafs(frag: &[u8]) -> Vec<(u32, u64, Vec<(u32, i32)>)> {
+        let be32 = |at: usize| u32::from_be_bytes(frag[at..at + 4].try_into().unwrap());
+        let mut out = Vec::new();
+        let mut pos = 8 + 16; // moof header, mfhd
+        while &frag[pos + 4..pos + 8] == b"traf" {
+            let end = pos + be32(pos) as usize;
+            let tfhd = pos + 8;
+            let tfdt = tfhd + be32(tfhd) as usize;
+            let trun = tfdt + be32(tfdt) as usize;
+            assert_eq!(frag[trun + 8], 1, "trun version 1");
+            let samples = (0..be32(trun + 12) as usize)
+                .map(|i| trun + 20 + i * 16)
+                .map(|e| (be32(e), be32(e + 12) as i32))
+                .collect();
+            out.push((
+                be32(tfhd + 12),
+                u64::from_be_bytes(frag[tfdt + 12..tfdt + 20].try_into().unwrap()),
+                samples,
+            ));
+            pos = end;
+        }
+        out
+    }
+
+    fn avc() -> AvcDecoderConfig {
+        AvcDecoderConfig::parse(&Bytes::from_static(&[
+            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb,
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn keyframes_are_presented_at_their_parts_decode_start_and_presentation_is_kept() {
+        let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap(); // AAC-LC 48 kHz stereo
+        let mut b = PartBuilder::new(334);
+        b.set_init(Some(&avc()), Some(&asc));
+        // x264 with two B-frames at 30 fps: I P B B P B B ..., the keyframe presented 67 ms after
+        // its decode time; a keyframe every 2 s (60 frames), audio 5 ms after each video frame.
+        let mut presented = Vec::new();
+        for i in 0..120u64 {
+            let dts = 10_000 + i * 1000 / 30;
+            let shown = match i % 3 {
+                0 => i + 2,
+                1 => i - 1,
+                _ => i - 1,
+            };
+            let pts = 10_000 + shown * 1000 / 30 + 34;
+            let at_part_start = b.is_due(dts, 33);
+            if i % 60 == 0 && i > 0 {
+                b.close(Some(dts), true);
+            } else if at_part_start {
+                b.close(Some(dts), false);
+            }
+            b.push_video(dts, pts, i % 60 == 0, Bytes::from_static(b"v"), 33);
+            b.push_audio(dts + 5, Bytes::from_static(b"a"), 21_333);
+            presented.push(pts);
+        }
+        b.close(None, true);
+        let parts = b.take();
+        assert_eq!(parts.iter().filter(|p| p.last).count(), 2);
+        let mut video_pts = Vec::new();
+        for p in &parts {
+            let t = trafs(&p.data);
+            let (track, tfdt, samples) = &t[0];
+            assert_eq!(*track, VIDEO_TRACK_ID);
+            if p.independent {
+                // The keyframe opening the part is presented exactly at the part's tfdt.
+                assert_eq!(samples[0].1, 0, "part {}", p.index);
+            }
+            let mut at = *tfdt;
+            for (duration, offset) in samples {
+                video_pts.push((i128::from(at) + i128::from(*offset)) as u64);
+                at += u64::from(*duration);
+            }
+            assert_eq!(t[1].0, AUDIO_TRACK_ID);
+        }
+        // Audio keeps its own timeline (48 kHz): not shifted with the video's decode times.
+        assert_eq!(trafs(&parts[0].data)[1].1, 10_005 * 48);
+        // Every frame is presented when the publisher said (to the 90 kHz tick).
+        let expected: Vec<u64> = presented.iter().map(|&p| ms_to_90khz(p)).collect();
+        assert_eq!(video_pts, expected);
     }
 }
