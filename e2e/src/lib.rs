@@ -127,13 +127,18 @@ impl Proc {
 
     /// Sends SIGTERM and waits up to `timeout` for exit; returns whether it exited successfully.
     pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        Ok(self.terminate_status(timeout)?.success())
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for exit; returns how it exited.
+    pub fn terminate_status(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
-                return Ok(status.success());
+                return Ok(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }

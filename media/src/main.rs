@@ -23,6 +23,9 @@ use tracing::{error, info};
 
 use crate::config::{Args, Config};
 
+/// How long queued records are flushed at exit (see `producer::start`).
+const PRODUCER_FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn main() -> std::process::ExitCode {
     let config = match Config::load(Args::parse()) {
         Ok(c) => c,
@@ -83,7 +86,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_queue_bytes: config.max_queue_bytes,
             extra: config.kafka_options.clone(),
         },
-        Duration::from_secs(10),
+        // What waits in the queue at exit is flushed for this long: enough for a broker that is
+        // restarting meanwhile (Apache Kafka takes 10-15 s to come back even as one small node), well
+        // inside the 30 s an orchestrator usually grants between SIGTERM and SIGKILL.
+        PRODUCER_FLUSH_TIMEOUT,
     )?;
     let producer_task = tokio::spawn(producer_task);
 
@@ -175,11 +181,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Sessions have ended their broadcasts; dropping the last handles lets the producer drain and flush.
     drop(ctx);
     drop(producer);
-    if tokio::time::timeout(Duration::from_secs(15), producer_task)
-        .await
-        .is_err()
-    {
-        error!("producer did not flush within 15 s");
+    let bound = PRODUCER_FLUSH_TIMEOUT + Duration::from_secs(5);
+    if tokio::time::timeout(bound, producer_task).await.is_err() {
+        error!("producer did not flush within {bound:?}");
     }
     info!("media stopped");
     Ok(())

@@ -10,7 +10,7 @@
 #
 # The jars come from scripts/install-deps.sh (KAFKA_LIBS overrides where); KAFKA_HEAP sets -Xmx
 # (default 512m). A cluster's nodes share one cluster id: the first node to format writes it to
-# DIR/../cluster.id and the others read it there, so start them in directories side by side.
+# DIR/../cluster.id and the others read it there, so give them directories side by side.
 set -euo pipefail
 [ $# -ge 5 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 dir="$1" id="$2" broker="$3" controller="$4" voters="$5"
@@ -47,7 +47,7 @@ transaction.state.log.replication.factor=$rf
 transaction.state.log.min.isr=$isr
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$isr
-# Topics are created on purpose, with their limits (scripts/kafka/topic.properties).
+# Topics are created on purpose, with their limits (scripts/kafka/live-topic.properties).
 auto.create.topics.enable=false
 # Consumers here are single members: no reason to wait for others to join a group.
 group.initial.rebalance.delay.ms=0
@@ -61,10 +61,11 @@ java_opts=(-Xms"${KAFKA_HEAP:-512m}" -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC -XX:
 
 if [ ! -f "$dir/data/meta.properties" ]; then
   id_file="$dir/../cluster.id"
-  if [ ! -s "$id_file" ]; then
-    java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid >"$id_file.tmp"
-    mv -n "$id_file.tmp" "$id_file" 2>/dev/null || rm -f "$id_file.tmp"
-  fi
+  # Nodes of a cluster started at once must agree: the first to take the lock writes the id.
+  (
+    flock 9
+    [ -s "$id_file" ] || java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid >"$id_file"
+  ) 9>"$id_file.lock"
   java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool format --ignore-formatted \
     -t "$(cat "$id_file")" -c "$dir/server.properties" >/dev/null
 fi
