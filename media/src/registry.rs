@@ -11,10 +11,13 @@
 //!   since [`NUMBERING_EPOCH_UNIX_S`] (2025-01-01 UTC): about 6e7 in 2026, 2^31 in 2093.
 //! - Within one process a republish continues from the last number, so an edge's window stays
 //!   contiguous across the discontinuity.
-//! - Discontinuity sequence numbers of a name new to this process start at that same base: a
-//!   broadcast has at most one discontinuity per segment, so they never get ahead of the media sequence
-//!   numbers and inherit their guarantee, while staying far below 2^31 (a base of about 1.8e9, the wall
-//!   clock in seconds since 1970, made hls.js 1.7 spend ~20 s before the first frame).
+//! - Discontinuity sequence numbers of a name new to this process start at the wall clock in whole
+//!   hours since the same epoch (about 16800 in 2026). They must stay small, not just below 2^31: hls.js
+//!   1.7 copies an array indexed by them on every playlist it loads (a base of about 1.8e9 froze it for
+//!   ~20 s before the first frame; the seconds base, 6e7, would still copy 6e7 entries per load). A restart does not number them lower
+//!   unless the name had more than one discontinuity (republish or codec change) per hour since this
+//!   process first saw it; edges renumber a broadcast whose discontinuity numbers would go back
+//!   (cdn-edge `renumber`), so players still never see them decrease.
 //! - Part numbers count from 0 within a segment.
 //!
 //! Why a restart cannot go backwards: segments are cut on keyframes at least `--segment-seconds` of
@@ -45,6 +48,12 @@ pub const NUMBERING_EPOCH_UNIX_S: u64 = 1_735_689_600;
 /// time `unix_ms`: whole seconds since [`NUMBERING_EPOCH_UNIX_S`] (0 for a clock before it).
 pub fn numbering_base(unix_ms: u64) -> u64 {
     (unix_ms / 1000).saturating_sub(NUMBERING_EPOCH_UNIX_S)
+}
+
+/// The first discontinuity sequence number (before the first `+1`) of a name new to this process
+/// started at Unix time `unix_ms`: whole hours since [`NUMBERING_EPOCH_UNIX_S`].
+pub fn discontinuity_base(unix_ms: u64) -> u64 {
+    numbering_base(unix_ms) / 3600
 }
 
 /// Current wall-clock time in Unix milliseconds.
@@ -109,7 +118,7 @@ impl Registry {
         let entry = map.entry(stream.to_owned()).or_insert_with(|| History {
             live: None,
             next_seq: numbering_base(now),
-            next_disc: numbering_base(now),
+            next_disc: discontinuity_base(now),
         });
         if entry.live.is_some() {
             return Err(AlreadyLive(stream.to_owned()));
@@ -261,20 +270,24 @@ mod tests {
 
     #[test]
     fn a_fresh_process_starts_ahead_of_any_earlier_numbering() {
-        // A previous process that started 10 s ago with 2 s segments got 5 segments ahead of its base,
-        // and had as many discontinuities at most.
+        // A previous process that started 10 s ago with 2 s segments got 5 segments ahead of its base;
+        // one that started two hours ago had one broadcast an hour.
         let earlier_base = numbering_base(unix_ms() - 10_000);
+        let earlier_disc = discontinuity_base(unix_ms() - 7_200_000) + 2;
         let r = Registry::default();
         let mut c = r.claim("s", "live", String::new()).expect("claim");
         let n = c.next(false);
         assert!(n.seq > earlier_base + 5, "{n:?}");
-        assert!(n.disc_seq > earlier_base + 5, "{n:?}");
+        assert!(n.disc_seq >= earlier_disc, "{n:?}");
+        // Small enough for hls.js's per-playlist array copy, for decades.
+        assert!(n.disc_seq < 1_000_000, "{n:?}");
     }
 
     #[test]
     fn numbers_fit_a_signed_32_bit_int_for_decades() {
         // 2026-12-01: about 6.2e7; 2090-01-01 (at one segment per second since the base): still below 2^31.
         assert_eq!(numbering_base(1_796_083_200_000), 60_393_600);
+        assert_eq!(discontinuity_base(1_796_083_200_000), 16_776);
         let in_2090 = 3_786_825_600_000;
         assert!(numbering_base(in_2090) + 1 < i32::MAX as u64);
         let now = numbering_base(unix_ms());
