@@ -14,9 +14,9 @@
 //! - Discontinuity sequence numbers of a name new to this process start at the wall clock in whole
 //!   hours since the same epoch (about 16800 in 2026). They must stay small, not just below 2^31: hls.js
 //!   1.7 copies an array indexed by them on every playlist it loads (a base of about 1.8e9 froze it for
-//!   ~20 s before the first frame; the seconds base, 6e7, would still copy 6e7 entries per load). A restart does not number them lower
-//!   unless the name had more than one discontinuity (republish or codec change) per hour since this
-//!   process first saw it; edges renumber a broadcast whose discontinuity numbers would go back
+//!   ~20 s before the first frame; the seconds base, 6e7, would still copy 6e7 entries per load). A
+//!   restart does not number them lower unless the name had more than one discontinuity (republish or
+//!   codec change) per hour since this process first saw it; edges renumber a broadcast whose discontinuity numbers would go back
 //!   (cdn-edge `renumber`), so players still never see them decrease.
 //! - Part numbers count from 0 within a segment.
 //!
