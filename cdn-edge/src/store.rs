@@ -724,6 +724,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod renumber_tests {
     use super::*;
     use common::SegmentMeta;

@@ -278,8 +278,11 @@ impl PartBuilder {
 mod tests {
     use super::*;
 
-    /// (track id, tfdt, [(duration, composition offset)]) of each `traf` of a fragment.
-    fn trafs(frag: &[u8]) -> Vec<(u32, u64, Vec<(u32, i32)>)> {
+    /// Track id, tfdt, and (duration, composition offset) per sample, of one `traf`.
+    type Traf = (u32, u64, Vec<(u32, i32)>);
+
+    /// Every `traf` of a fragment.
+    fn trafs(frag: &[u8]) -> Vec<Traf> {
         let be32 = |at: usize| u32::from_be_bytes(frag[at..at + 4].try_into().unwrap());
         let mut out = Vec::new();
         let mut pos = 8 + 16; // moof header, mfhd
