@@ -106,17 +106,27 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes on fresh loopback ports under `dir`, retrying with other ports when one was
-    /// taken before a node bound it.
+    /// Starts `n` nodes on fresh loopback ports under `dir`, and starts over (other ports, empty log
+    /// directories) when one was taken before a node bound it, or when a node did not come up in time:
+    /// on a 2-core machine running much else, a fresh node has been seen to wait for good for its own
+    /// controller to acknowledge it ("Waiting for the controller to acknowledge that we are caught
+    /// up"), while the next attempt started in seconds.
     fn start(dir: &Path, n: u32, heap: &'static str) -> Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut cluster = Self::spawn_once(dir, n, heap)?;
-            match cluster.wait_listening(Duration::from_secs(60)) {
+            match cluster.wait_listening(Duration::from_secs(90)) {
                 Ok(()) => return Ok(cluster),
-                Err(e) if attempt < 3 && cluster.lost_a_port() => {
-                    eprintln!("{e}; retrying on other ports");
+                Err(e) if attempt < 3 => {
+                    let why = if cluster.lost_a_port() {
+                        "a port was taken"
+                    } else {
+                        "a node did not start in time"
+                    };
+                    eprintln!("Kafka: {e} ({why}); starting the cluster over");
+                    // Dropping the old nodes kills them before the next attempt's JVMs start.
+                    drop(cluster);
                 }
                 Err(e) => return Err(e),
             }
@@ -364,7 +374,7 @@ impl Broker {
         node.proc
             .as_mut()
             .context("spawned")?
-            .listening(addr, Duration::from_secs(60))
+            .listening(addr, Duration::from_secs(120))
     }
 
     /// The nodes' logs so far, concatenated.
