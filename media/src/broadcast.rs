@@ -111,8 +111,11 @@ impl Broadcast {
                     );
                 }
             }
-            if let Some(report) = self.keyframes.report() {
-                self.claim.live.set_keyframes(report);
+            // The figures change only on keyframes: the API's copy is updated then, not per frame.
+            if keyframe {
+                if let Some(report) = self.keyframes.report() {
+                    self.claim.live.set_keyframes(report);
+                }
             }
         }
         if let Some(r) = &mut self.recording {
