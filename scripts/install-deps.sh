@@ -65,9 +65,9 @@ fi
 echo "==> broker: Apache Kafka $KAFKA_VERSION ($KAFKA_LIBS)"
 
 # npm packages pinned by their lockfiles: hls.js (web/, embedded into cdn-edge at build time, so this runs
-# before any cargo build) and, in e2e/browser/, playwright-core (drives Chromium), shaka-player (the second
-# browser player) and the independent playlist validators hls-parser and m3u8-parser. Reinstalled only when the
-# lockfile is newer than what npm last installed.
+# before any cargo build) and, in e2e/browser/, playwright-core (drives Chromium), shaka-player (the
+# second browser player) and the independent playlist validators hls-parser and m3u8-parser.
+# Reinstalled only when the lockfile is newer than what npm last installed.
 for dir in web e2e/browser; do
   installed="$REPO_ROOT/$dir/node_modules/.package-lock.json"
   if [ ! -f "$installed" ] || [ "$REPO_ROOT/$dir/package-lock.json" -nt "$installed" ]; then
