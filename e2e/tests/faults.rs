@@ -760,7 +760,10 @@ fn cluster_fault(
 ) -> Result<Duration> {
     let dir = e2e::work_dir(test);
     let mut broker = Broker::three_nodes(&dir, "live-topic", 2)?;
-    let media = Media::start(&dir, "media", &broker, SEGMENT)?;
+    // The default 2 s segments, so edges judge an origin silent after the default 8 s: a leader's
+    // failover takes the controllers' 9 s session timeout, and media needs a moment more to find the
+    // new leader, during which the edges already read from it.
+    let media = Media::start(&dir, "media", &broker, &[])?;
     let window = ["--window-segments", "200"];
     let edge_a = Edge::start(&dir, "edge-a", &broker, &window)?;
     let edge_b = Edge::start(&dir, "edge-b", &broker, &window)?;
@@ -816,7 +819,7 @@ fn cluster_fault(
     let closed = closed_seqs(&media.proc.log_text());
     let listed = seqs(&pl);
     ensure!(
-        closed.len() as u32 >= seconds - 5,
+        closed.len() as u32 >= seconds / 2 - 3,
         "only {} segments closed",
         closed.len()
     );
@@ -859,7 +862,7 @@ fn cluster_leader_killed_loses_nothing() -> Result<()> {
     })?;
     // The controller fences a dead broker after broker.session.timeout.ms (9 s by default); nothing
     // moves before that, and the backlog follows within a few seconds.
-    ensure!(gap < Duration::from_secs(20), "availability gap {gap:?}");
+    ensure!(gap < Duration::from_secs(25), "availability gap {gap:?}");
     Ok(())
 }
 
