@@ -114,6 +114,7 @@ impl KeyframeMeter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

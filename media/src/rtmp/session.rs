@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rml_rtmp::sessions::{
     PublishMode, ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
-    ServerSessionResult,
+    ServerSessionResult, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,7 @@ use super::{aggregate, pacing, ServerContext};
 use crate::broadcast::Broadcast;
 use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
+use media::flv::Metadata;
 use media::rtmp_chunks::{self as chunks, ChunkError, Dechunker};
 
 /// Room for one read: a 20 ms tick of a 10 Mbps publisher; a keyframe takes a few reads in a row.
@@ -456,7 +457,7 @@ impl Connection {
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
                 if let Some(Active::Publishing { broadcast, .. }) = self.active.as_mut() {
-                    broadcast.on_metadata(metadata);
+                    broadcast.on_metadata(metadata_from_rml(metadata));
                 }
                 Vec::new()
             }
@@ -660,7 +661,7 @@ impl Connection {
         let mut n = 0;
         while let Some(f) = frame.take() {
             let packet = match f {
-                Frame::Metadata(m) => session.send_metadata(stream_id, &m)?,
+                Frame::Metadata(m) => session.send_metadata(stream_id, &metadata_to_rml(&m))?,
                 Frame::Video { timestamp, data } => {
                     self.last_timestamp = timestamp;
                     session.send_video_data(
@@ -775,6 +776,40 @@ fn play_start(start_at: &impl std::fmt::Debug) -> u32 {
     } else {
         (-2000i32) as u32
     }
+}
+
+/// rml_rtmp's reading of `onMetaData` as our own type, so its type stays in this module.
+fn metadata_from_rml(m: StreamMetadata) -> Metadata {
+    Metadata {
+        video_width: m.video_width,
+        video_height: m.video_height,
+        video_codec_id: m.video_codec_id,
+        video_frame_rate: m.video_frame_rate,
+        video_bitrate_kbps: m.video_bitrate_kbps,
+        audio_codec_id: m.audio_codec_id,
+        audio_bitrate_kbps: m.audio_bitrate_kbps,
+        audio_sample_rate: m.audio_sample_rate,
+        audio_channels: m.audio_channels,
+        audio_is_stereo: m.audio_is_stereo,
+        encoder: m.encoder,
+    }
+}
+
+/// The inverse of [`metadata_from_rml`], for rml_rtmp to send to a player.
+fn metadata_to_rml(m: &Metadata) -> StreamMetadata {
+    let mut out = StreamMetadata::new();
+    out.video_width = m.video_width;
+    out.video_height = m.video_height;
+    out.video_codec_id = m.video_codec_id;
+    out.video_frame_rate = m.video_frame_rate;
+    out.video_bitrate_kbps = m.video_bitrate_kbps;
+    out.audio_codec_id = m.audio_codec_id;
+    out.audio_bitrate_kbps = m.audio_bitrate_kbps;
+    out.audio_sample_rate = m.audio_sample_rate;
+    out.audio_channels = m.audio_channels;
+    out.audio_is_stereo = m.audio_is_stereo;
+    out.encoder = m.encoder.clone();
+    out
 }
 
 async fn kicked(kick: Option<&CancellationToken>) {
