@@ -8,6 +8,7 @@
 mod aggregate;
 mod connect;
 mod handshake;
+mod outcome;
 mod pacing;
 mod session;
 

@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::connect::ConnectSniffer;
+use super::outcome::{EndReason, Refusal};
 use super::{aggregate, pacing, ServerContext};
 use crate::broadcast::Broadcast;
 use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
+use crate::registry::AlreadyLive;
 use media::flv::Metadata;
 use media::rtmp_chunks::{self as chunks, ChunkError, Dechunker};
 
@@ -52,7 +54,7 @@ enum SessionError {
     #[error("RTMP protocol error: {0}")]
     Chunk(#[from] ChunkError),
     #[error("{0}")]
-    Refused(String),
+    Ended(#[from] EndReason),
 }
 
 impl From<ServerSessionError> for SessionError {
@@ -114,7 +116,7 @@ pub async fn run(
     let _ = socket.shutdown().await;
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
-        Err(SessionError::Refused(why)) => warn!(%peer, "{why}"),
+        Err(SessionError::Ended(why)) => warn!(%peer, "{why}"),
         Err(e @ SessionError::Chunk(_)) => warn!(%peer, "connection closed: {e}"),
         Err(e) => info!(%peer, "connection ended: {e}"),
     }
@@ -128,7 +130,7 @@ struct Connection {
     /// Frames for a playing session; taken out of `active` so the loop can select on it.
     player_rx: Option<mpsc::Receiver<Frame>>,
     /// Set when the session must end after the pending responses are written (e.g. a refused publish).
-    close: Option<String>,
+    close: Option<EndReason>,
     /// Latest media timestamp seen (for `on_update`'s `timestamp` field).
     last_timestamp: u32,
     /// Malformed media messages dropped; logged sparsely so a broken encoder cannot flood the log.
@@ -186,7 +188,7 @@ impl Connection {
         let mut read_at: Option<tokio::time::Instant> = None;
         loop {
             if let Some(why) = self.close.take() {
-                return Err(SessionError::Refused(why));
+                return Err(why.into());
             }
             let kick = match &self.active {
                 Some(Active::Publishing { broadcast, .. }) => Some(broadcast.live().kick.clone()),
@@ -205,11 +207,11 @@ impl Connection {
                     return Ok(());
                 }
                 _ = kicked(kick.as_ref()) => {
-                    return Err(SessionError::Refused("publisher kicked through the control API".into()));
+                    return Err(EndReason::Kicked.into());
                 }
                 _ = update.tick(), if self.active.is_some() && self.ctx.hooks.has_update() => {
                     if !self.update_hook().await {
-                        return Err(SessionError::Refused("dropped: on_update answered non-2xx".into()));
+                        return Err(EndReason::UpdateRefused.into());
                     }
                 }
                 frame = recv(&mut self.player_rx), if self.player_rx.is_some() => {
@@ -410,7 +412,7 @@ impl Connection {
                 if app == self.ctx.app {
                     session.accept_request(request_id)?
                 } else {
-                    self.close = Some(format!("connect refused: unknown application `{app_name}`"));
+                    self.close = Some(EndReason::UnknownApp(app_name.clone()));
                     session.reject_request(
                         request_id,
                         "NetConnection.Connect.Rejected",
@@ -493,16 +495,16 @@ impl Connection {
         stream_key: &str,
         publish_type: &str,
         play: PlayRequest,
-    ) -> Result<(String, Vec<(String, String)>, Option<bool>), String> {
+    ) -> Result<(String, Vec<(String, String)>, Option<bool>), Refusal> {
         if self.active.is_some() {
-            return Err("this connection is already publishing or playing".into());
+            return Err(Refusal::AlreadyActive);
         }
         let (name, args) = split_stream_key(stream_key);
         // Before any hook is called: a name that could escape a path never reaches the manager, nor
         // does a publish that would be refused as a duplicate anyway.
-        common::validate_stream_name(name).map_err(|e| e.to_string())?;
+        common::validate_stream_name(name)?;
         if role == Role::Publish && self.ctx.registry.get(name).is_some() {
-            return Err(format!("stream `{name}` is already being published"));
+            return Err(AlreadyLive(name.to_owned()).into());
         }
         let (decision, record) = match role {
             Role::Publish => {
@@ -522,12 +524,11 @@ impl Connection {
         let name = match decision {
             Decision::Allow => name.to_owned(),
             Decision::Rename(new) => {
-                common::validate_stream_name(&new)
-                    .map_err(|e| format!("manager renamed the stream to an invalid name: {e}"))?;
+                common::validate_stream_name(&new).map_err(Refusal::BadRename)?;
                 info!(from = %name, to = %new, "manager renamed the stream");
                 new
             }
-            Decision::Deny(why) => return Err(format!("refused by the manager: {why}")),
+            Decision::Deny(why) => return Err(why.into()),
         };
         Ok((name, args, record))
     }
@@ -564,12 +565,7 @@ impl Connection {
                 self.ctx
                     .hooks
                     .done(Role::Publish, &self.client, &name, &args);
-                return self.refuse(
-                    session,
-                    request_id,
-                    "NetStream.Publish.BadName",
-                    e.to_string(),
-                );
+                return self.refuse(session, request_id, "NetStream.Publish.BadName", e.into());
             }
         };
         tracing::Span::current().record("stream", name.as_str());
@@ -617,7 +613,7 @@ impl Connection {
                 session,
                 request_id,
                 "NetStream.Play.StreamNotFound",
-                format!("stream `{name}` is not live"),
+                Refusal::NotLive(name),
             );
         };
         tracing::Span::current().record("stream", name.as_str());
@@ -638,11 +634,11 @@ impl Connection {
         &mut self,
         session: &mut ServerSession,
         request_id: u32,
-        code: &str,
-        why: String,
+        code: &'static str,
+        refusal: Refusal,
     ) -> Result<Vec<ServerSessionResult>, SessionError> {
-        let results = session.reject_request(request_id, code, &why)?;
-        self.close = Some(format!("refused ({code}): {why}"));
+        let results = session.reject_request(request_id, code, &refusal.to_string())?;
+        self.close = Some(EndReason::Refused { code, refusal });
         Ok(results)
     }
 
@@ -709,9 +705,7 @@ impl Connection {
             }
             self.flush(socket, out).await?;
             if still_live {
-                return Err(SessionError::Refused(
-                    "player too slow for the stream; disconnected".into(),
-                ));
+                return Err(EndReason::PlayerTooSlow.into());
             }
         }
         Ok(())
@@ -745,7 +739,7 @@ impl Connection {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.is_fatal() => Err(SessionError::Refused(format!("publisher refused: {e}"))),
+            Err(e) if e.is_fatal() => Err(EndReason::Unservable(e).into()),
             Err(e) => {
                 self.dropped += 1;
                 // The first few, then at powers of two: enough to see a broken encoder, not a flood.
