@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{encode_meta, split_segment, ChunkPlan, LiveMessage, SegmentMeta, META_HEADER};
+use common::{
+    encode_meta_as, split_segment, ChunkPlan, LiveMessage, SchemaVersion, SegmentMeta, META_HEADER,
+};
 use futures::future::join_all;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -159,6 +161,8 @@ pub struct ProducerSettings {
     pub brokers: String,
     pub topic: String,
     pub max_message_bytes: usize,
+    /// Schema version of the `livedto` header written.
+    pub livedto_version: SchemaVersion,
     pub max_queue_bytes: usize,
     pub extra: Vec<(String, String)>,
 }
@@ -259,6 +263,7 @@ pub fn start(
         producer,
         settings.topic,
         settings.max_message_bytes.saturating_sub(RECORD_OVERHEAD),
+        settings.livedto_version,
         rx,
         stats,
         flush_timeout,
@@ -338,6 +343,7 @@ async fn run(
     producer: Client,
     topic: String,
     max_chunk_bytes: usize,
+    version: SchemaVersion,
     mut rx: mpsc::Receiver<Work>,
     stats: Arc<ProducerStats>,
     flush_timeout: Duration,
@@ -347,7 +353,7 @@ async fn run(
         match work {
             Work::Control(msg) => {
                 let stream = msg.stream().to_owned();
-                let meta = encode_meta(&msg);
+                let meta = encode_meta_as(&msg, version, 0);
                 let fut = enqueue(&producer, &topic, &stream, &meta, &[]).await;
                 let stats = stats.clone();
                 tokio::spawn(async move {
@@ -359,7 +365,7 @@ async fn run(
             }
             Work::Single { msg, data, permit } => {
                 let stream = msg.stream().to_owned();
-                let header = encode_meta(&msg);
+                let header = encode_meta_as(&msg, version, 0);
                 let fut = enqueue(&producer, &topic, &stream, &header, &data).await;
                 let stats = stats.clone();
                 tokio::spawn(async move {
@@ -385,7 +391,7 @@ async fn run(
                 };
                 let mut futs = Vec::new();
                 for (chunk_meta, value) in split_segment(plan, &data) {
-                    let header = encode_meta(&LiveMessage::Segment(chunk_meta));
+                    let header = encode_meta_as(&LiveMessage::Segment(chunk_meta), version, 0);
                     futs.push(enqueue(&producer, &topic, &stream, &header, &value).await);
                 }
                 let stats = stats.clone();
@@ -522,6 +528,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -589,6 +596,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -652,6 +660,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 100_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -728,6 +737,7 @@ mod tests {
                 brokers: "127.0.0.1:1".into(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 1 << 20,
                 extra: Vec::new(),
             },
