@@ -5,13 +5,8 @@
 
 use bytes::Bytes;
 
-use super::RemuxError;
-use crate::flv::{self, AudioCodec, AudioPacket, FlvError, FrameType, VideoCodec, VideoPacket};
-
-/// FLV VIDEODATA CodecID of AVC (E.4.3.1).
-const CODEC_ID_AVC: u8 = 7;
-/// FLV AUDIODATA SoundFormat of AAC (E.4.2.1).
-const SOUND_FORMAT_AAC: u8 = 10;
+use super::{codec, RemuxError};
+use crate::flv::{self, AudioPacket, FlvError, FrameType, VideoCodec, VideoPacket};
 
 /// What one VIDEODATA body holds, with its payload sliced (not copied) from the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +43,7 @@ pub fn parse_video_tag(payload: &Bytes) -> Result<VideoTag, RemuxError> {
     }
 }
 
-/// The remuxer's view of a typed video tag.
+/// The remuxer's view of a typed video tag: the codec it names must be in the codec table.
 pub fn video_input(tag: flv::VideoTag) -> Result<VideoTag, RemuxError> {
     if tag.header.enhanced {
         let fourcc = match tag.first.codec {
@@ -60,33 +55,28 @@ pub fn video_input(tag: flv::VideoTag) -> Result<VideoTag, RemuxError> {
     if tag.header.frame_type == FrameType::Command {
         return Ok(VideoTag::Ignored);
     }
-    match (tag.first.codec, tag.first.packet) {
-        (VideoCodec::Legacy(CODEC_ID_AVC), VideoPacket::SequenceStart(body)) => {
-            Ok(VideoTag::SequenceHeader(body))
-        }
-        (
-            VideoCodec::Legacy(CODEC_ID_AVC),
-            VideoPacket::CodedFrames {
-                composition_time_ms,
-                data,
-            },
-        ) => Ok(VideoTag::Frame {
+    if codec::video(tag.first.codec).is_none() {
+        let codec_id = match tag.first.codec {
+            VideoCodec::Legacy(id) => id,
+            VideoCodec::FourCc(_) => 0,
+        };
+        return Err(RemuxError::UnsupportedVideoCodec {
+            codec_id,
+            name: video_codec_name(codec_id),
+        });
+    }
+    Ok(match tag.first.packet {
+        VideoPacket::SequenceStart(body) => VideoTag::SequenceHeader(body),
+        VideoPacket::CodedFrames {
+            composition_time_ms,
+            data,
+        } => VideoTag::Frame {
             keyframe: tag.header.frame_type == FrameType::Key,
             composition_time_ms,
             data,
-        }),
-        (VideoCodec::Legacy(CODEC_ID_AVC), _) => Ok(VideoTag::Ignored),
-        (codec, _) => {
-            let codec_id = match codec {
-                VideoCodec::Legacy(id) => id,
-                VideoCodec::FourCc(_) => 0,
-            };
-            Err(RemuxError::UnsupportedVideoCodec {
-                codec_id,
-                name: video_codec_name(codec_id),
-            })
-        }
-    }
+        },
+        _ => VideoTag::Ignored,
+    })
 }
 
 /// The remuxer's error for a video body that does not parse: an enhanced header is refused as such
@@ -107,14 +97,12 @@ pub fn parse_audio_tag(payload: &Bytes) -> Result<AudioTag, RemuxError> {
     }
 }
 
-/// The remuxer's view of a typed audio tag.
+/// The remuxer's view of a typed audio tag: the codec it names must be in the codec table (an
+/// extended header is refused, as for video).
 pub fn audio_input(tag: flv::AudioTag) -> Result<AudioTag, RemuxError> {
-    let sound_format = match tag.first.codec {
-        AudioCodec::Legacy { sound_format, .. } => sound_format,
-        AudioCodec::FourCc(_) => tag.header.sound_format,
-    };
-    if sound_format != SOUND_FORMAT_AAC {
-        return Err(unsupported_audio(sound_format));
+    let served = !tag.header.enhanced() && codec::audio(tag.first.codec).is_some();
+    if !served {
+        return Err(unsupported_audio(tag.header.sound_format));
     }
     match tag.first.packet {
         AudioPacket::SequenceStart(body) => Ok(AudioTag::SequenceHeader(body)),
@@ -129,7 +117,14 @@ pub fn audio_input(tag: flv::AudioTag) -> Result<AudioTag, RemuxError> {
 /// whatever follows its first byte.
 pub fn audio_error(payload: &[u8], e: FlvError) -> RemuxError {
     match flv::AudioHeader::read(payload) {
-        Some(h) if h.sound_format != SOUND_FORMAT_AAC => unsupported_audio(h.sound_format),
+        Some(h)
+            if h.enhanced()
+                || !codec::CODECS.iter().any(|c| {
+                    c.kind == codec::MediaKind::Audio && c.flv_legacy_id == Some(h.sound_format)
+                }) =>
+        {
+            unsupported_audio(h.sound_format)
+        }
         _ => e.into(),
     }
 }

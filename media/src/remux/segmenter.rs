@@ -426,7 +426,7 @@ impl Segmenter {
         if self.nalus.is_empty() {
             return Ok(None);
         }
-        let keyframe = flv_keyframe || kind.has_idr;
+        let keyframe = avc::is_keyframe(flv_keyframe, &kind);
         let pts_ms = dts_ms
             .saturating_add_signed(i64::from(composition_time_ms))
             .max(dts_ms);
