@@ -17,8 +17,7 @@ use rml_rtmp::sessions::{
     ServerSessionResult, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -81,10 +80,15 @@ enum Active {
     },
 }
 
+/// A connection's byte stream: a TCP socket, or an in-memory pipe in tests.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
+
 /// Runs a connection whose handshake is done (`remaining`: what the client sent after it) to its end;
 /// never panics the server, logs why it ended.
 pub async fn run(
-    mut socket: TcpStream,
+    mut socket: impl Socket,
     peer: SocketAddr,
     remaining: Vec<u8>,
     ctx: Arc<ServerContext>,
@@ -149,7 +153,7 @@ struct Connection {
 
 /// Reads the socket, first waiting until `not_before` if set; the idle timeout counts from then.
 async fn paced_read(
-    socket: &mut TcpStream,
+    socket: &mut impl Socket,
     buf: &mut bytes::BytesMut,
     not_before: Option<tokio::time::Instant>,
     timeout: Duration,
@@ -163,7 +167,7 @@ async fn paced_read(
 impl Connection {
     async fn drive(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut impl Socket,
         remaining: Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<(), SessionError> {
@@ -320,7 +324,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn flush(&self, socket: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), SessionError> {
+    async fn flush(&self, socket: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), SessionError> {
         if out.is_empty() {
             return Ok(());
         }
@@ -687,7 +691,7 @@ impl Connection {
     async fn stop_playing(
         &mut self,
         session: &mut ServerSession,
-        socket: &mut TcpStream,
+        socket: &mut impl Socket,
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
         self.player_rx = None;
@@ -817,5 +821,205 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Frame>>) -> Option<Frame> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session over an in-memory pipe, driven by the byte stream a real client sends: what
+    //! `rtmp::serve` runs after the handshake, with no socket.
+
+    use super::*;
+    use crate::hooks::{HookUrls, Hooks};
+    use crate::record::{Formats, Recorder};
+    use crate::registry::Registry;
+    use rml_rtmp::chunk_io::ChunkSerializer;
+    use rml_rtmp::messages::RtmpMessage;
+    use rml_rtmp::rml_amf0::Amf0Value;
+
+    fn context(registry: Registry) -> Arc<ServerContext> {
+        let (producer, _task) = crate::producer::start(
+            crate::producer::ProducerSettings {
+                // Nothing listens there: records wait in the queue budget, the session never blocks.
+                brokers: "127.0.0.1:1".into(),
+                topic: "t".into(),
+                max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(1),
+        )
+        .expect("producer");
+        let hooks = Hooks::new(HookUrls::default(), Duration::from_secs(1));
+        Arc::new(ServerContext {
+            app: "live".into(),
+            segment: Duration::from_secs(2),
+            part_target: Some(Duration::from_millis(334)),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            publish_read_interval: None,
+            registry,
+            producer,
+            hooks: hooks.clone(),
+            update_interval: Duration::from_secs(3600),
+            next_client_id: Default::default(),
+            counters: Arc::default(),
+            recorder: Recorder::new(
+                std::env::temp_dir(),
+                Formats {
+                    hls: false,
+                    flv: false,
+                },
+                Duration::from_secs(2),
+                Arc::default(),
+                hooks,
+            ),
+            record_all: false,
+        })
+    }
+
+    fn command(
+        name: &str,
+        txn: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream: u32,
+    ) -> Vec<u8> {
+        let payload = RtmpMessage::Amf0Command {
+            command_name: name.into(),
+            transaction_id: txn,
+            command_object: object,
+            additional_arguments: args,
+        }
+        .into_message_payload(RtmpTimestamp::new(0), stream)
+        .expect("payload");
+        ChunkSerializer::new()
+            .serialize(&payload, true, false)
+            .expect("chunk")
+            .bytes
+    }
+
+    /// What ffmpeg sends after the handshake to publish `cam` on `app`, then the fixture's media.
+    fn publish_bytes(app: &str, media: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let connect = Amf0Value::Object(
+            [
+                ("app".to_string(), Amf0Value::Utf8String(app.into())),
+                (
+                    "tcUrl".to_string(),
+                    Amf0Value::Utf8String(format!("rtmp://127.0.0.1/{app}")),
+                ),
+            ]
+            .into(),
+        );
+        out.extend(command("connect", 1.0, connect, vec![], 0));
+        out.extend(command("createStream", 2.0, Amf0Value::Null, vec![], 0));
+        let publish = vec![
+            Amf0Value::Utf8String("cam".into()),
+            Amf0Value::Utf8String("live".into()),
+        ];
+        out.extend(command("publish", 3.0, Amf0Value::Null, publish, 1));
+        if media {
+            let path =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip.flv");
+            let flv = std::fs::read(path).expect("fixture");
+            let mut ser = ChunkSerializer::new();
+            // FLV file: 9-byte header + PreviousTagSize0, then tags of 11-byte header, body, 4 bytes.
+            let mut pos = 13;
+            while pos + 11 <= flv.len() {
+                let kind = flv[pos] & 0x1f;
+                let size =
+                    u32::from_be_bytes([0, flv[pos + 1], flv[pos + 2], flv[pos + 3]]) as usize;
+                let ts =
+                    u32::from_be_bytes([flv[pos + 7], flv[pos + 4], flv[pos + 5], flv[pos + 6]]);
+                let data = Bytes::copy_from_slice(&flv[pos + 11..pos + 11 + size]);
+                pos += 11 + size + 4;
+                let message = match kind {
+                    8 => RtmpMessage::AudioData { data },
+                    9 => RtmpMessage::VideoData { data },
+                    _ => continue,
+                };
+                let payload = message
+                    .into_message_payload(RtmpTimestamp::new(ts), 1)
+                    .expect("payload");
+                out.extend(ser.serialize(&payload, false, false).expect("chunk").bytes);
+            }
+        }
+        out
+    }
+
+    async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_publisher_goes_live_is_segmented_and_ends_when_it_leaves() {
+        let registry = Registry::default();
+        let ctx = context(registry.clone());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let cancel = CancellationToken::new();
+        let session = tokio::spawn(run(server, peer, Vec::new(), ctx, cancel));
+        let bytes = publish_bytes("live", true);
+        // Write in uneven pieces, as a socket delivers them.
+        for piece in bytes.chunks(1777) {
+            client.write_all(piece).await.expect("write");
+        }
+        assert!(
+            wait_for(|| registry.get("cam").is_some()).await,
+            "the publisher is live"
+        );
+        let live = registry.get("cam").expect("live");
+        // 6 s of media with 2 s segments: at least two closed before the publisher leaves.
+        assert!(
+            wait_for(|| live.segments.load(Ordering::Relaxed) >= 2).await,
+            "segments: {}",
+            live.segments.load(Ordering::Relaxed)
+        );
+        let codecs = live.tracks().codecs;
+        assert!(
+            codecs.starts_with("avc1.64") && codecs.ends_with(",mp4a.40.2"),
+            "{codecs}"
+        );
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends when the client leaves")
+            .expect("no panic");
+        assert!(registry.get("cam").is_none(), "the name is released");
+    }
+
+    #[tokio::test]
+    async fn a_connect_to_another_application_ends_the_session() {
+        let registry = Registry::default();
+        let ctx = context(registry.clone());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        let session = tokio::spawn(run(server, peer, Vec::new(), ctx, CancellationToken::new()));
+        client
+            .write_all(&publish_bytes("other", false))
+            .await
+            .expect("write");
+        // The server answers (the rejection) and closes without waiting for the client.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("closed by the server")
+            .expect("read");
+        let status = b"NetConnection.Connect.Rejected";
+        assert!(
+            answer.windows(status.len()).any(|w| w == status),
+            "rejection status in {} bytes",
+            answer.len()
+        );
+        session.await.expect("no panic");
+        assert!(registry.get("cam").is_none());
     }
 }
