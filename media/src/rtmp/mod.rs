@@ -6,6 +6,7 @@
 //! also expire after `--handshake-timeout-seconds`.
 
 mod aggregate;
+mod commands;
 mod connect;
 mod handshake;
 mod outcome;

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::connect::ConnectSniffer;
 use super::outcome::{EndReason, Refusal};
-use super::{aggregate, pacing, ServerContext};
+use super::{aggregate, commands, pacing, ServerContext};
 use crate::broadcast::Broadcast;
 use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
@@ -114,6 +114,7 @@ pub async fn run(
         publish_stream: None,
         acks: chunks::Acknowledgements::default(),
         unknown: 0,
+        play_start: None,
     };
     let result = conn.drive(&mut socket, remaining, &cancel).await;
     conn.finish().await;
@@ -149,6 +150,8 @@ struct Connection {
     acks: chunks::Acknowledgements,
     /// Messages of unsupported types ignored; logged sparsely.
     unknown: u64,
+    /// The `start` of the latest `play` command, read before rml_rtmp handles it.
+    play_start: Option<commands::PlayStart>,
 }
 
 /// Reads the socket, first waiting until `not_before` if set; the idle timeout counts from then.
@@ -305,6 +308,9 @@ impl Connection {
                 continue;
             }
             self.sniffer.feed(&message);
+            if let Some(start) = commands::play_start(&message) {
+                self.play_start = Some(start);
+            }
             self.wire.clear();
             chunks::canonical(&message, &mut self.wire);
             // `screen` keeps rml_rtmp from the panics we know of; should it have another, this one
@@ -442,15 +448,15 @@ impl Connection {
                 request_id,
                 stream_key,
                 stream_id,
-                start_at,
                 duration,
                 reset,
                 ..
             } => {
-                // nginx-rtmp forwards the raw numbers cast to uint32. rml_rtmp folds every negative
-                // start other than -1 into "live or recorded", which ffmpeg sends as -2000.
+                // nginx-rtmp forwards the raw numbers cast to uint32; our typed reading of the same
+                // command gives the start (`commands.rs`).
+                let start = self.play_start.take().unwrap_or_default();
                 let request = PlayRequest {
-                    start_ms: play_start(&start_at),
+                    start_ms: start.nginx_value(),
                     duration_ms: duration.unwrap_or(0),
                     reset,
                 };
@@ -757,22 +763,6 @@ impl Connection {
                 Ok(())
             }
         }
-    }
-}
-
-/// The raw `start` of a play command as nginx-rtmp reports it (uint32 cast). rml_rtmp's
-/// `PlayStartValue` lives in a private module and cannot be named here, so its `Debug` form is read.
-fn play_start(start_at: &impl std::fmt::Debug) -> u32 {
-    let s = format!("{start_at:?}");
-    if s == "LiveOnly" {
-        u32::MAX
-    } else if let Some(raw) = s
-        .strip_prefix("StartTimeInSeconds(")
-        .and_then(|r| r.strip_suffix(')'))
-    {
-        raw.parse().unwrap_or(0)
-    } else {
-        (-2000i32) as u32
     }
 }
 
