@@ -412,4 +412,24 @@ mod tests {
         let err = load(Some(1500), Some(1.0)).expect_err("longer than a segment");
         assert!(format!("{err}").contains("--segment-seconds"), "{err}");
     }
+
+    #[test]
+    fn livedto_version_defaults_to_1_and_accepts_only_1_or_2() {
+        let load = |v: Option<u32>| {
+            Config::load(Args {
+                livedto_version: v,
+                ..Args::default()
+            })
+        };
+        assert_eq!(
+            load(None).expect("default").livedto_version,
+            common::SchemaVersion::V1
+        );
+        assert_eq!(
+            load(Some(2)).expect("v2").livedto_version,
+            common::SchemaVersion::V2
+        );
+        let err = load(Some(3)).expect_err("no version 3");
+        assert!(format!("{err}").contains("--livedto-version"), "{err}");
+    }
 }

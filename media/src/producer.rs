@@ -521,6 +521,16 @@ mod tests {
     /// A 3 MB segment (4 s at 6 Mbps) travels as records under the 1,000,000-byte bound and comes back whole.
     #[tokio::test]
     async fn large_segments_are_chunked_under_the_record_bound() {
+        chunked_round_trip(common::SchemaVersion::V1).await;
+    }
+
+    /// The same with `--livedto-version 2`: the records say version 2 and decode to the same segment.
+    #[tokio::test]
+    async fn large_segments_round_trip_in_livedto_v2() {
+        chunked_round_trip(common::SchemaVersion::V2).await;
+    }
+
+    async fn chunked_round_trip(version: common::SchemaVersion) {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("live", 1, 1).expect("topic");
         let (handle, task) = start(
@@ -528,7 +538,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
-                livedto_version: common::SchemaVersion::V1,
+                livedto_version: version,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -574,6 +584,14 @@ mod tests {
                     .find(|h| h.key == META_HEADER)
                     .and_then(|h| h.value)
             });
+            let v: serde_json::Value =
+                serde_json::from_slice(header.expect("header")).expect("json");
+            let expected = if version == common::SchemaVersion::V2 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(v["v"], expected);
             let LiveMessage::Segment(m) = decode_meta(header).expect("meta") else {
                 panic!("expected a segment chunk");
             };
