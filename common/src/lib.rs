@@ -13,12 +13,15 @@ pub mod message;
 pub mod partition;
 pub mod reassembly;
 pub mod stream_name;
+pub mod wire_v2;
 
 pub use chunking::{split_segment, ChunkPlan};
 pub use message::{
-    decode_meta, encode_meta, DecodeError, InitMeta, LiveMessage, PartMeta, SegmentMeta, StreamEnd,
-    StreamStart, META_HEADER, SCHEMA_VERSION,
+    decode_meta, decode_record, encode_meta, encode_meta_as, DecodeError, InitMeta, LiveMessage,
+    PartMeta, SchemaVersion, SegmentMeta, StreamEnd, StreamStart, META_HEADER, READ_VERSIONS,
+    SCHEMA_VERSION,
 };
 pub use partition::partition_for;
 pub use reassembly::{CompleteSegment, Reassembler, ReassemblyError};
 pub use stream_name::{validate_stream_name, StreamNameError};
+pub use wire_v2::{Framing, Rendition};

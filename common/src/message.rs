@@ -1,13 +1,39 @@
-//! Message types and their JSON header encoding (schema version 1).
+//! Message types and their JSON header encoding: schema version 1 here, version 2 in
+//! [`crate::wire_v2`]; both decode into the same [`LiveMessage`].
 
 use serde::{Deserialize, Serialize};
 
 /// Name of the Kafka record header that carries the JSON metadata of every message.
 pub const META_HEADER: &str = "livedto";
 
-/// Version of the metadata schema this build writes and reads. A consumer drops (and counts) messages of
-/// any other version instead of guessing at their meaning.
+/// Version of the metadata schema [`encode_meta`] writes. A consumer drops (and counts) messages of a
+/// version it does not read ([`READ_VERSIONS`]) instead of guessing at their meaning.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every schema version [`decode_meta`] reads.
+pub const READ_VERSIONS: [u32; 2] = [1, 2];
+
+/// A schema version an origin can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaVersion {
+    /// Version 1: flat fields, durations in seconds as floats. Every edge reads it.
+    #[default]
+    V1,
+    /// Version 2: chunk framing apart, integer millisecond durations, a rendition id. Edges read it
+    /// since this version of `common`; write it only once every edge does (edges first, then origins).
+    V2,
+}
+
+impl SchemaVersion {
+    /// From the number (`1` or `2`).
+    pub fn from_number(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+}
 
 /// One message on the topic. Serialized as `{"v":1,"kind":"segment",...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,8 +220,12 @@ pub enum DecodeError {
     #[error("malformed metadata: {0}")]
     Malformed(#[from] serde_json::Error),
     /// The header names a schema version this build does not read.
-    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    #[error("unsupported schema version {0} (this build reads 1 and 2)")]
     UnsupportedVersion(u64),
+    /// A version-2 record of a rendition other than 0, which a consumer of [`decode_meta`] (one
+    /// rendition per stream) must not mix into its stream. Consumers skip such records.
+    #[error("record of rendition {0}; this build serves rendition 0 only; skipped")]
+    UnservedRendition(crate::wire_v2::Rendition),
     /// A `kind` this build does not know: a newer origin added it. Consumers skip such records.
     #[error("unknown message kind `{0}` (from a newer origin?); skipped")]
     UnknownKind(String),
@@ -211,6 +241,13 @@ struct EnvelopeOut<'a> {
     msg: &'a LiveMessage,
 }
 
+#[derive(Serialize)]
+struct EnvelopeOutV2 {
+    v: u32,
+    #[serde(flatten)]
+    msg: crate::wire_v2::MessageV2,
+}
+
 #[derive(Deserialize)]
 struct VersionOnly {
     v: u64,
@@ -218,28 +255,61 @@ struct VersionOnly {
     kind: Option<String>,
 }
 
-/// Encodes a message's metadata as the JSON value of the `livedto` header.
+/// Encodes a message's metadata as the JSON value of the `livedto` header, in schema version 1.
 pub fn encode_meta(msg: &LiveMessage) -> Vec<u8> {
+    encode_meta_as(msg, SchemaVersion::V1, 0)
+}
+
+/// Encodes a message's metadata in schema `version`; `rendition` is written by version 2 only (version 1
+/// has no renditions: it is rendition 0).
+pub fn encode_meta_as(
+    msg: &LiveMessage,
+    version: SchemaVersion,
+    rendition: crate::wire_v2::Rendition,
+) -> Vec<u8> {
     // Serializing plain structs of strings and numbers into a Vec cannot fail.
-    serde_json::to_vec(&EnvelopeOut {
-        v: SCHEMA_VERSION,
-        msg,
-    })
+    match version {
+        SchemaVersion::V1 => serde_json::to_vec(&EnvelopeOut {
+            v: SCHEMA_VERSION,
+            msg,
+        }),
+        SchemaVersion::V2 => serde_json::to_vec(&EnvelopeOutV2 {
+            v: 2,
+            msg: crate::wire_v2::MessageV2::from_message(msg, rendition),
+        }),
+    }
     .unwrap_or_default()
 }
 
-/// Decodes the JSON value of a `livedto` header; `None` means the record had no such header.
+/// Decodes the JSON value of a `livedto` header (version 1 or 2) for a consumer of rendition 0;
+/// `None` means the record had no such header.
 pub fn decode_meta(header: Option<&[u8]>) -> Result<LiveMessage, DecodeError> {
+    match decode_record(header)? {
+        (msg, 0) => Ok(msg),
+        (_, rendition) => Err(DecodeError::UnservedRendition(rendition)),
+    }
+}
+
+/// Decodes the JSON value of a `livedto` header (version 1 or 2) with the rendition it belongs to
+/// (always 0 in version 1).
+pub fn decode_record(
+    header: Option<&[u8]>,
+) -> Result<(LiveMessage, crate::wire_v2::Rendition), DecodeError> {
     let raw = header.ok_or(DecodeError::MissingHeader)?;
     // Check the version before the shape, so a future schema is reported as such, not as garbage.
     let VersionOnly { v, kind } = serde_json::from_slice(raw)?;
-    if v != u64::from(SCHEMA_VERSION) {
+    if !READ_VERSIONS.iter().any(|r| u64::from(*r) == v) {
         return Err(DecodeError::UnsupportedVersion(v));
     }
     if let Some(kind) = kind.filter(|k| !KINDS.contains(&k.as_str())) {
         return Err(DecodeError::UnknownKind(kind));
     }
-    Ok(serde_json::from_slice(raw)?)
+    if v == 1 {
+        Ok((serde_json::from_slice(raw)?, 0))
+    } else {
+        let msg: crate::wire_v2::MessageV2 = serde_json::from_slice(raw)?;
+        Ok(msg.into_message())
+    }
 }
 
 #[cfg(test)]
@@ -332,8 +402,8 @@ mod tests {
             Err(DecodeError::Malformed(_))
         ));
         assert!(matches!(
-            decode_meta(Some(br#"{"v":2,"kind":"segment"}"#)),
-            Err(DecodeError::UnsupportedVersion(2))
+            decode_meta(Some(br#"{"v":3,"kind":"segment"}"#)),
+            Err(DecodeError::UnsupportedVersion(3))
         ));
         assert!(matches!(
             decode_meta(Some(br#"{"v":1,"kind":"teleport"}"#)),

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{InitMeta, LiveMessage, PartMeta, SegmentMeta, StreamEnd, StreamStart};
+use media::flv::{AudioTag, Metadata, VideoHeader, VideoTag};
 use media::keyframes::KeyframeMeter;
 use media::remux::{RemuxError, Segment, Segmenter, SegmenterConfig};
-use rml_rtmp::sessions::StreamMetadata;
 use tracing::{info, warn};
 
-use crate::live::{Frame, LiveStream, TrackSummary};
+use crate::live::{LiveStream, TrackSummary};
 use crate::producer::ProducerHandle;
 use crate::record::{flv, Recording};
 use crate::registry::{unix_ms, Claim};
@@ -87,10 +87,10 @@ impl Broadcast {
     }
 
     /// Applies onMetaData: what it announces about the tracks, and passes it on to players.
-    pub fn on_metadata(&mut self, metadata: StreamMetadata) {
+    pub fn on_metadata(&mut self, metadata: Metadata) {
         self.segmenter.set_expected_tracks(
-            Some(metadata.video_codec_id.is_some()),
-            Some(metadata.audio_codec_id.is_some()),
+            Some(metadata.announces_video()),
+            Some(metadata.announces_audio()),
         );
         if let Some(r) = &mut self.recording {
             r.metadata(&metadata);
@@ -98,9 +98,11 @@ impl Broadcast {
         self.claim.live.publish_metadata(metadata);
     }
 
-    /// One video message from the publisher.
+    /// One video message from the publisher: parsed once here, its typed tag read by the keyframe
+    /// meter and the remuxer; the bytes go unchanged to the recording and the players.
     pub fn on_video(&mut self, timestamp_ms: u32, payload: Bytes) -> Result<(), RemuxError> {
-        if let Some(keyframe) = coded_frame_is_keyframe(&payload) {
+        let header = VideoHeader::read(&payload);
+        if let Some(keyframe) = header.and_then(|h| h.coded_keyframe()) {
             if let Some(report) = self.keyframes.frame(u64::from(timestamp_ms), keyframe) {
                 if let Some(advice) = report.advice() {
                     warn!(
@@ -121,11 +123,14 @@ impl Broadcast {
         if let Some(r) = &mut self.recording {
             r.tag(flv::VIDEO, timestamp_ms, &payload);
         }
-        self.claim.live.publish_media(Frame::Video {
-            timestamp: timestamp_ms,
-            data: payload.clone(),
-        });
-        let closed = self.segmenter.push_video(timestamp_ms, payload)?;
+        let tag = VideoTag::parse(&payload);
+        self.claim
+            .live
+            .publish_video(timestamp_ms, payload.clone(), tag.as_ref().ok());
+        let closed = match tag {
+            Ok(tag) => self.segmenter.push_video_tag(timestamp_ms, tag)?,
+            Err(e) => return Err(media::remux::flv::video_error(&payload, e)),
+        };
         self.emit_closed(closed);
         Ok(())
     }
@@ -135,11 +140,14 @@ impl Broadcast {
         if let Some(r) = &mut self.recording {
             r.tag(flv::AUDIO, timestamp_ms, &payload);
         }
-        self.claim.live.publish_media(Frame::Audio {
-            timestamp: timestamp_ms,
-            data: payload.clone(),
-        });
-        let closed = self.segmenter.push_audio(timestamp_ms, payload)?;
+        let tag = AudioTag::parse(&payload);
+        self.claim
+            .live
+            .publish_audio(timestamp_ms, payload.clone(), tag.as_ref().ok());
+        let closed = match tag {
+            Ok(tag) => self.segmenter.push_audio_tag(timestamp_ms, tag)?,
+            Err(e) => return Err(media::remux::flv::audio_error(&payload, e)),
+        };
         self.emit_closed(closed);
         Ok(())
     }
@@ -291,29 +299,15 @@ impl Broadcast {
     }
 }
 
-/// For an FLV VIDEODATA body holding a coded frame (not a sequence header, end of sequence or command),
-/// whether it is a keyframe. Legacy (`codec id` in the low nibble, AVC packet type after it) and Enhanced
-/// RTMP (`IsExHeader` bit, packet type in the low nibble) headers.
-fn coded_frame_is_keyframe(body: &[u8]) -> Option<bool> {
-    let first = *body.first()?;
-    let frame_type = (first >> 4) & 0x07;
-    if frame_type == 5 {
-        return None; // video info / command frame
-    }
-    let coded = if first & 0x80 != 0 {
-        // Enhanced RTMP: 1 = CodedFrames, 3 = CodedFramesX.
-        matches!(first & 0x0f, 1 | 3)
-    } else if first & 0x0f == 7 {
-        body.get(1) == Some(&1)
-    } else {
-        true
-    };
-    coded.then_some(frame_type == 1)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::coded_frame_is_keyframe;
+    use media::flv::VideoHeader;
+
+    /// The keyframe meter's reading of a body (what `coded_frame_is_keyframe` answered before tags
+    /// were typed).
+    fn coded_frame_is_keyframe(body: &[u8]) -> Option<bool> {
+        VideoHeader::read(body).and_then(|h| h.coded_keyframe())
+    }
 
     #[test]
     fn keyframes_are_told_from_headers_of_both_flv_flavours() {

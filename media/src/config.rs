@@ -48,6 +48,11 @@ pub struct Args {
     /// [default: 1000000].
     #[arg(long, env = "MEDIA_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// LiveDTO schema version of the records' `livedto` header: 1, which every edge reads, or 2
+    /// (integer durations, chunk framing apart, a rendition id), which edges read since this release.
+    /// Upgrade every edge first, then set 2 on the origins (docs/livedto.md) [default: 1].
+    #[arg(long, env = "MEDIA_LIVEDTO_VERSION")]
+    pub livedto_version: Option<u32>,
     /// Bytes of segments that may wait for the broker (e.g. while it is down) before new segments are
     /// dropped instead of queued [default: 268435456].
     #[arg(long, env = "MEDIA_MAX_QUEUE_BYTES")]
@@ -134,6 +139,8 @@ pub struct Config {
     pub segment: Duration,
     pub part_target: Option<Duration>,
     pub max_message_bytes: usize,
+    /// Schema version of the records' metadata.
+    pub livedto_version: common::SchemaVersion,
     pub max_queue_bytes: usize,
     pub app: String,
     pub max_connections: usize,
@@ -191,6 +198,10 @@ impl Config {
         if max_message_bytes < 64 * 1024 {
             bail!("--max-message-bytes must be at least 65536, got {max_message_bytes}");
         }
+        let version = cli.livedto_version.or(file.livedto_version).unwrap_or(1);
+        let Some(livedto_version) = common::SchemaVersion::from_number(version) else {
+            bail!("--livedto-version must be 1 or 2, got {version}");
+        };
         let log_format = cli
             .log_format
             .or(file.log_format)
@@ -237,6 +248,7 @@ impl Config {
             segment: Duration::from_secs_f64(segment_seconds),
             part_target: (part_target_ms > 0).then(|| Duration::from_millis(part_target_ms)),
             max_message_bytes,
+            livedto_version,
             max_queue_bytes: cli
                 .max_queue_bytes
                 .or(file.max_queue_bytes)
@@ -399,5 +411,25 @@ mod tests {
         assert!(format!("{err}").contains("--part-target-ms"), "{err}");
         let err = load(Some(1500), Some(1.0)).expect_err("longer than a segment");
         assert!(format!("{err}").contains("--segment-seconds"), "{err}");
+    }
+
+    #[test]
+    fn livedto_version_defaults_to_1_and_accepts_only_1_or_2() {
+        let load = |v: Option<u32>| {
+            Config::load(Args {
+                livedto_version: v,
+                ..Args::default()
+            })
+        };
+        assert_eq!(
+            load(None).expect("default").livedto_version,
+            common::SchemaVersion::V1
+        );
+        assert_eq!(
+            load(Some(2)).expect("v2").livedto_version,
+            common::SchemaVersion::V2
+        );
+        let err = load(Some(3)).expect_err("no version 3");
+        assert!(format!("{err}").contains("--livedto-version"), "{err}");
     }
 }

@@ -65,7 +65,27 @@ pub enum Decision {
     /// 3xx with `Location: newname`: allowed under the new name.
     Rename(String),
     /// Anything else; the reason is for the log and the client's error status.
-    Deny(String),
+    Deny(Denial),
+}
+
+/// Why the manager's answer denies a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// 3xx whose `Location` is no stream name (nginx-rtmp would relay to an `rtmp://` one).
+    #[error("manager redirected to `{0}`, which is not a stream name")]
+    BadRedirect(String),
+    /// 3xx without `Location`.
+    #[error("manager answered 3xx without Location")]
+    RedirectWithoutLocation,
+    /// Any other non-2xx status.
+    #[error("manager answered {0}")]
+    Status(u16),
+    /// No answer within `--hook-timeout`.
+    #[error("manager did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The request failed (connection refused, reset, ...).
+    #[error("manager unreachable: {0}")]
+    Unreachable(String),
 }
 
 /// The hook client.
@@ -284,17 +304,13 @@ impl Hooks {
                     Some(loc) if !loc.is_empty() && !loc.contains("://") => {
                         Decision::Rename(loc.trim_start_matches('/').to_owned())
                     }
-                    Some(loc) => Decision::Deny(format!(
-                        "manager redirected to `{loc}`, which is not a stream name"
-                    )),
-                    None => Decision::Deny("manager answered 3xx without Location".into()),
+                    Some(loc) => Decision::Deny(Denial::BadRedirect(loc.to_owned())),
+                    None => Decision::Deny(Denial::RedirectWithoutLocation),
                 }
             }
-            Ok(resp) => Decision::Deny(format!("manager answered {}", resp.status().as_u16())),
-            Err(e) if e.is_timeout() => {
-                Decision::Deny(format!("manager did not answer within {:?}", self.timeout))
-            }
-            Err(e) => Decision::Deny(format!("manager unreachable: {e}")),
+            Ok(resp) => Decision::Deny(Denial::Status(resp.status().as_u16())),
+            Err(e) if e.is_timeout() => Decision::Deny(Denial::Timeout(self.timeout)),
+            Err(e) => Decision::Deny(Denial::Unreachable(e.to_string())),
         };
         (decision, record)
     }
@@ -405,6 +421,6 @@ mod tests {
             .on_publish(&ClientInfo::default(), "cam", "live", &[])
             .await
             .0;
-        assert!(matches!(d, Decision::Deny(why) if why.contains("unreachable")));
+        assert!(matches!(d, Decision::Deny(why) if why.to_string().contains("unreachable")));
     }
 }

@@ -147,6 +147,7 @@ mod tests {
                 brokers: "127.0.0.1:1".into(),
                 topic: "t".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 1 << 20,
                 extra: Vec::new(),
             },

@@ -1,9 +1,12 @@
 //! `media`: the RTMP ingest origin.
 //!
-//! The library half is the pure remux code (FLV tags -> H.264 Annex-B / AAC ADTS -> MPEG-TS segments)
-//! and the RTMP chunk reassembler, with no I/O so it is tested with bytes alone. The binary (`main.rs`) holds the thin shells around it:
-//! the RTMP server, the Kafka producer and the HTTP endpoint.
+//! The library half is pure, with no I/O, so it is tested with bytes alone: [`flv`] (typed FLV tags,
+//! legacy and Enhanced RTMP), [`remux`] (typed tags -> MPEG-TS segments and fMP4 parts, with one module
+//! per codec under [`remux::codec`]), [`rtmp_chunks`] (the RTMP chunk reassembler) and [`keyframes`].
+//! The binary (`main.rs`) holds the thin shells around it: the RTMP server, the Kafka producer and the
+//! HTTP endpoint.
 
+pub mod flv;
 pub mod keyframes;
 pub mod remux;
 pub mod rtmp_chunks;

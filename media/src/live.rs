@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use media::flv::{AudioTag, FrameType, Metadata, VideoHeader, VideoTag};
 use media::keyframes::KeyframeReport;
-use rml_rtmp::sessions::StreamMetadata;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -28,23 +28,22 @@ const GOP_CACHE_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone)]
 pub enum Frame {
     /// `onMetaData`.
-    Metadata(Arc<StreamMetadata>),
+    Metadata(Arc<Metadata>),
     /// An FLV VIDEODATA body at an RTMP timestamp.
     Video { timestamp: u32, data: Bytes },
     /// An FLV AUDIODATA body at an RTMP timestamp.
     Audio { timestamp: u32, data: Bytes },
 }
 
+/// The GOP cache's keyframe test: the tag's frame type, in a legacy or an extended header.
 fn is_keyframe(data: &[u8]) -> bool {
-    data.first().is_some_and(|b| b >> 4 == 1)
+    VideoHeader::read(data).is_some_and(|h| h.frame_type == FrameType::Key)
 }
 
-/// AVC sequence header (codec 7, packet type 0) or AAC AudioSpecificConfig (format 10, packet type 0).
+/// A decoder configuration (AVC sequence header, or any codec's `SequenceStart`).
+#[cfg(test)]
 fn is_video_config(data: &[u8]) -> bool {
-    data.len() >= 2 && data[0] & 0x0f == 7 && data[1] == 0
-}
-fn is_audio_config(data: &[u8]) -> bool {
-    data.len() >= 2 && data[0] >> 4 == 10 && data[1] == 0
+    VideoTag::parse(&Bytes::copy_from_slice(data)).is_ok_and(|t| t.is_sequence_start())
 }
 
 struct Player {
@@ -55,7 +54,7 @@ struct Player {
 
 #[derive(Default)]
 struct Hub {
-    metadata: Option<Arc<StreamMetadata>>,
+    metadata: Option<Arc<Metadata>>,
     video_config: Option<Frame>,
     audio_config: Option<Frame>,
     gop: Vec<Frame>,
@@ -173,27 +172,53 @@ impl LiveStream {
     }
 
     /// Publisher side: new metadata.
-    pub fn publish_metadata(&self, metadata: StreamMetadata) {
+    pub fn publish_metadata(&self, metadata: Metadata) {
         let m = Arc::new(metadata);
         let mut hub = self.hub();
         hub.metadata = Some(m.clone());
         fan_out(&mut hub.players, &Frame::Metadata(m), true);
     }
 
-    /// Publisher side: one video or audio message.
+    /// Publisher side: one video or audio message, its tag parsed here (tests).
+    #[cfg(test)]
     pub fn publish_media(&self, frame: Frame) {
-        let (data, video) = match &frame {
-            Frame::Video { data, .. } => (data, true),
-            Frame::Audio { data, .. } => (data, false),
-            Frame::Metadata(_) => return self.count_players(),
+        match &frame {
+            Frame::Video { timestamp, data } => {
+                let tag = VideoTag::parse(data).ok();
+                self.publish_video(*timestamp, data.clone(), tag.as_ref());
+            }
+            Frame::Audio { timestamp, data } => {
+                let tag = AudioTag::parse(data).ok();
+                self.publish_audio(*timestamp, data.clone(), tag.as_ref());
+            }
+            Frame::Metadata(_) => self.count_players(),
+        }
+    }
+
+    /// Publisher side: one video message and its typed tag (`None`: it did not parse).
+    pub fn publish_video(&self, timestamp: u32, data: Bytes, tag: Option<&VideoTag>) {
+        let config = tag.is_some_and(VideoTag::is_sequence_start);
+        let keyframe = is_keyframe(&data);
+        self.publish(Frame::Video { timestamp, data }, true, config, keyframe);
+    }
+
+    /// Publisher side: one audio message and its typed tag.
+    pub fn publish_audio(&self, timestamp: u32, data: Bytes, tag: Option<&AudioTag>) {
+        let config = tag.is_some_and(AudioTag::is_sequence_start);
+        self.publish(Frame::Audio { timestamp, data }, false, config, false);
+    }
+
+    fn publish(&self, frame: Frame, video: bool, config: bool, keyframe: bool) {
+        let (Frame::Video { data, .. } | Frame::Audio { data, .. }) = &frame else {
+            return;
         };
         self.bytes_in
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let keyframe = video && is_keyframe(data);
+        let len = data.len();
         let mut hub = self.hub();
-        if video && is_video_config(data) {
+        if config && video {
             hub.video_config = Some(frame.clone());
-        } else if !video && is_audio_config(data) {
+        } else if config {
             hub.audio_config = Some(frame.clone());
         } else {
             if keyframe {
@@ -201,8 +226,8 @@ impl LiveStream {
                 hub.gop_bytes = 0;
             }
             // Until the first keyframe the cache would start with undecodable frames: keep it empty.
-            if (keyframe || !hub.gop.is_empty()) && hub.gop_bytes + data.len() <= GOP_CACHE_BYTES {
-                hub.gop_bytes += data.len();
+            if (keyframe || !hub.gop.is_empty()) && hub.gop_bytes + len <= GOP_CACHE_BYTES {
+                hub.gop_bytes += len;
                 hub.gop.push(frame.clone());
             }
         }
@@ -215,6 +240,7 @@ impl LiveStream {
         self.players.store(n, Ordering::Relaxed);
     }
 
+    #[cfg(test)]
     fn count_players(&self) {
         let n = self.hub().players.len();
         self.players.store(n, Ordering::Relaxed);
@@ -311,6 +337,29 @@ mod tests {
         let mut rx = s.subscribe();
         let first: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(first.len(), 3);
+        assert!(matches!(&first[0], Frame::Video { data, .. } if is_video_config(data)));
+        assert!(matches!(&first[1], Frame::Video { timestamp: 20, data } if is_keyframe(data)));
+    }
+
+    #[test]
+    fn the_gop_cache_reads_enhanced_rtmp_headers() {
+        // An extended header's keyframe byte is 0x9X: the cache must still start at it.
+        let s = stream();
+        s.publish_media(Frame::Video {
+            timestamp: 0,
+            data: Bytes::from_static(b"\x90hvc1\x01\x02"),
+        });
+        s.publish_media(Frame::Video {
+            timestamp: 0,
+            data: Bytes::from_static(b"\xa1hvc1\x00\x00\x00\x01"),
+        }); // before any keyframe: not cached
+        s.publish_media(Frame::Video {
+            timestamp: 20,
+            data: Bytes::from_static(b"\x93hvc1\x02"),
+        });
+        let mut rx = s.subscribe();
+        let first: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(first.len(), 2);
         assert!(matches!(&first[0], Frame::Video { data, .. } if is_video_config(data)));
         assert!(matches!(&first[1], Frame::Video { timestamp: 20, data } if is_keyframe(data)));
     }

@@ -83,6 +83,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             brokers: config.kafka_brokers.clone(),
             topic: config.topic.clone(),
             max_message_bytes: config.max_message_bytes,
+            livedto_version: config.livedto_version,
             max_queue_bytes: config.max_queue_bytes,
             extra: config.kafka_options.clone(),
         },

@@ -13,7 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{encode_meta, split_segment, ChunkPlan, LiveMessage, SegmentMeta, META_HEADER};
+use common::{
+    encode_meta_as, split_segment, ChunkPlan, LiveMessage, SchemaVersion, SegmentMeta, META_HEADER,
+};
 use futures::future::join_all;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -159,6 +161,8 @@ pub struct ProducerSettings {
     pub brokers: String,
     pub topic: String,
     pub max_message_bytes: usize,
+    /// Schema version of the `livedto` header written.
+    pub livedto_version: SchemaVersion,
     pub max_queue_bytes: usize,
     pub extra: Vec<(String, String)>,
 }
@@ -259,6 +263,7 @@ pub fn start(
         producer,
         settings.topic,
         settings.max_message_bytes.saturating_sub(RECORD_OVERHEAD),
+        settings.livedto_version,
         rx,
         stats,
         flush_timeout,
@@ -338,6 +343,7 @@ async fn run(
     producer: Client,
     topic: String,
     max_chunk_bytes: usize,
+    version: SchemaVersion,
     mut rx: mpsc::Receiver<Work>,
     stats: Arc<ProducerStats>,
     flush_timeout: Duration,
@@ -347,7 +353,7 @@ async fn run(
         match work {
             Work::Control(msg) => {
                 let stream = msg.stream().to_owned();
-                let meta = encode_meta(&msg);
+                let meta = encode_meta_as(&msg, version, 0);
                 let fut = enqueue(&producer, &topic, &stream, &meta, &[]).await;
                 let stats = stats.clone();
                 tokio::spawn(async move {
@@ -359,7 +365,7 @@ async fn run(
             }
             Work::Single { msg, data, permit } => {
                 let stream = msg.stream().to_owned();
-                let header = encode_meta(&msg);
+                let header = encode_meta_as(&msg, version, 0);
                 let fut = enqueue(&producer, &topic, &stream, &header, &data).await;
                 let stats = stats.clone();
                 tokio::spawn(async move {
@@ -385,7 +391,7 @@ async fn run(
                 };
                 let mut futs = Vec::new();
                 for (chunk_meta, value) in split_segment(plan, &data) {
-                    let header = encode_meta(&LiveMessage::Segment(chunk_meta));
+                    let header = encode_meta_as(&LiveMessage::Segment(chunk_meta), version, 0);
                     futs.push(enqueue(&producer, &topic, &stream, &header, &value).await);
                 }
                 let stats = stats.clone();
@@ -515,6 +521,16 @@ mod tests {
     /// A 3 MB segment (4 s at 6 Mbps) travels as records under the 1,000,000-byte bound and comes back whole.
     #[tokio::test]
     async fn large_segments_are_chunked_under_the_record_bound() {
+        chunked_round_trip(common::SchemaVersion::V1).await;
+    }
+
+    /// The same with `--livedto-version 2`: the records say version 2 and decode to the same segment.
+    #[tokio::test]
+    async fn large_segments_round_trip_in_livedto_v2() {
+        chunked_round_trip(common::SchemaVersion::V2).await;
+    }
+
+    async fn chunked_round_trip(version: common::SchemaVersion) {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("live", 1, 1).expect("topic");
         let (handle, task) = start(
@@ -522,6 +538,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: version,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -567,6 +584,14 @@ mod tests {
                     .find(|h| h.key == META_HEADER)
                     .and_then(|h| h.value)
             });
+            let v: serde_json::Value =
+                serde_json::from_slice(header.expect("header")).expect("json");
+            let expected = if version == common::SchemaVersion::V2 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(v["v"], expected);
             let LiveMessage::Segment(m) = decode_meta(header).expect("meta") else {
                 panic!("expected a segment chunk");
             };
@@ -589,6 +614,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -652,6 +678,7 @@ mod tests {
                 brokers: cluster.bootstrap_servers(),
                 topic: "live".into(),
                 max_message_bytes: 100_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 64 << 20,
                 extra: Vec::new(),
             },
@@ -728,6 +755,7 @@ mod tests {
                 brokers: "127.0.0.1:1".into(),
                 topic: "live".into(),
                 max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
                 max_queue_bytes: 1 << 20,
                 extra: Vec::new(),
             },

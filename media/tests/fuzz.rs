@@ -53,6 +53,30 @@ fn fuzz_flv_tag() {
         let b = Bytes::copy_from_slice(data);
         let _ = parse_video_tag(&b);
         let _ = parse_audio_tag(&b);
+        // The typed tags (legacy and Enhanced RTMP, multitrack, ModEx): every payload is a slice of
+        // the body, and the header-only reading agrees with the full parse.
+        if let Ok(tag) = media::flv::VideoTag::parse(&b) {
+            assert_eq!(Some(tag.header), media::flv::VideoHeader::read(data));
+            for t in tag.tracks() {
+                if let media::flv::VideoPacket::CodedFrames { data: d, .. }
+                | media::flv::VideoPacket::SequenceStart(d) = &t.packet
+                {
+                    assert!(d.len() < data.len(), "payload longer than its tag");
+                }
+            }
+        }
+        if let Ok(tag) = media::flv::AudioTag::parse(&b) {
+            let total: usize = tag
+                .tracks()
+                .map(|t| match &t.packet {
+                    media::flv::AudioPacket::CodedFrames(d)
+                    | media::flv::AudioPacket::SequenceStart(d)
+                    | media::flv::AudioPacket::Raw(d) => d.len(),
+                    _ => 0,
+                })
+                .sum();
+            assert!(total < data.len().max(1), "payloads longer than their tag");
+        }
     });
 }
 

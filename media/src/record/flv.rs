@@ -9,7 +9,7 @@
 //! codecs, bit rates, encoder), the same fields media sends its RTMP players. There is no `duration`
 //! field: a publisher does not know it, and ffprobe/ffmpeg then read it from the last tag.
 
-use rml_rtmp::sessions::StreamMetadata;
+use media::flv::Metadata;
 
 /// FLV tag type of audio.
 pub const AUDIO: u8 = 8;
@@ -61,7 +61,7 @@ impl Timeline {
 
 /// The body of an `onMetaData` script tag: AMF0 string `onMetaData`, then an ECMA array in a fixed
 /// order (what ffmpeg's FLV muxer writes).
-pub fn on_metadata(m: &StreamMetadata) -> Vec<u8> {
+pub fn on_metadata(m: &Metadata) -> Vec<u8> {
     let mut props: Vec<(&str, Value)> = Vec::with_capacity(11);
     let mut num = |k, v: Option<f64>| {
         if let Some(v) = v {
@@ -164,12 +164,14 @@ mod tests {
 
     #[test]
     fn metadata_is_valid_amf0() {
-        let mut m = StreamMetadata::new();
-        m.video_width = Some(640);
-        m.video_height = Some(360);
-        m.video_frame_rate = Some(30.0);
-        m.audio_is_stereo = Some(true);
-        m.encoder = Some("Lavf59.27.100".into());
+        let m = Metadata {
+            video_width: Some(640),
+            video_height: Some(360),
+            video_frame_rate: Some(30.0),
+            audio_is_stereo: Some(true),
+            encoder: Some("Lavf59.27.100".into()),
+            ..Metadata::default()
+        };
         let body = on_metadata(&m);
         let values = deserialize(&mut body.as_slice()).expect("amf0");
         assert_eq!(values[0], Amf0Value::Utf8String("onMetaData".into()));

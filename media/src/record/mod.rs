@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rml_rtmp::sessions::StreamMetadata;
+use media::flv::Metadata;
 use tokio_util::task::TaskTracker;
 use tracing::{error, Instrument};
 
@@ -247,7 +247,7 @@ pub struct Recording {
 
 impl Recording {
     /// onMetaData from the publisher.
-    pub fn metadata(&mut self, m: &StreamMetadata) {
+    pub fn metadata(&mut self, m: &Metadata) {
         if self.formats.flv {
             self.send(Job::Metadata(flv::on_metadata(m)));
         }

@@ -82,6 +82,9 @@ pub enum RemuxError {
         /// Raw AAC payload length.
         payload_len: usize,
     },
+    /// An Enhanced RTMP structure of the tag is malformed (the legacy ones have their own variants).
+    #[error("malformed FLV tag: {0}")]
+    Flv(crate::flv::FlvError),
     /// Bytes that should start an ADTS header (ISO/IEC 13818-7 6.2) do not.
     #[error("invalid ADTS header: {0}")]
     InvalidAdts(&'static str),

@@ -1,19 +1,12 @@
-//! FLV tag bodies as carried in RTMP video/audio messages (Adobe FLV spec v10.1, E.4.2 AUDIODATA and
-//! E.4.3 VIDEODATA). Only the codec this origin serves is unpacked (AVC, AAC); anything else is reported
-//! as a fatal error so the publisher learns why it is refused instead of producing an empty stream.
+//! What the remuxer takes from a typed FLV tag ([`crate::flv`]): the AVC and AAC tags it serves, with
+//! everything else reported as a fatal error so the publisher learns why it is refused instead of
+//! producing an empty stream. Enhanced RTMP headers are refused whatever their FourCC until the
+//! session negotiates them (`fourCcList` in `connect`), so a publisher never sends them today.
 
 use bytes::Bytes;
 
-use super::RemuxError;
-
-/// FLV VIDEODATA CodecID of AVC (E.4.3.1).
-const CODEC_ID_AVC: u8 = 7;
-/// FLV AUDIODATA SoundFormat of AAC (E.4.2.1).
-const SOUND_FORMAT_AAC: u8 = 10;
-/// FrameType 5: "video info/command frame", carries no picture (E.4.3.1).
-const FRAME_TYPE_COMMAND: u8 = 5;
-/// Enhanced RTMP sets the top bit of the first byte and replaces CodecID by a FourCC.
-const IS_EX_HEADER: u8 = 0x80;
+use super::{codec, RemuxError};
+use crate::flv::{self, AudioPacket, FlvError, FrameType, VideoCodec, VideoPacket};
 
 /// What one VIDEODATA body holds, with its payload sliced (not copied) from the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,85 +37,118 @@ pub enum AudioTag {
 
 /// Parses a VIDEODATA body (FLV spec E.4.3.1 VIDEODATA, E.4.3.2 AVCVIDEOPACKET).
 pub fn parse_video_tag(payload: &Bytes) -> Result<VideoTag, RemuxError> {
-    let first = *payload
-        .first()
-        .ok_or_else(|| RemuxError::truncated("VIDEODATA header", 1, 0))?;
-    if first & IS_EX_HEADER != 0 {
-        // Enhanced RTMP: bytes 1..5 are the FourCC. Report what we got even from a short tag, because
-        // the publisher is using a codec we do not serve either way.
-        let fourcc = (1..5)
-            .map(|i| match payload.get(i) {
-                Some(b) if b.is_ascii_graphic() => char::from(*b),
-                _ => '?',
-            })
-            .collect();
+    match flv::VideoTag::parse(payload) {
+        Ok(tag) => video_input(tag),
+        Err(e) => Err(video_error(payload, e)),
+    }
+}
+
+/// The remuxer's view of a typed video tag: the codec it names must be in the codec table.
+pub fn video_input(tag: flv::VideoTag) -> Result<VideoTag, RemuxError> {
+    if tag.header.enhanced {
+        let fourcc = match tag.first.codec {
+            VideoCodec::FourCc(f) => f.lossy(),
+            VideoCodec::Legacy(_) => flv::lossy_fourcc(&[]),
+        };
         return Err(RemuxError::EnhancedRtmpUnsupported { fourcc });
     }
-    let frame_type = first >> 4;
-    let codec_id = first & 0x0f;
-    if frame_type == FRAME_TYPE_COMMAND {
+    if tag.header.frame_type == FrameType::Command {
         return Ok(VideoTag::Ignored);
     }
-    if codec_id != CODEC_ID_AVC {
+    if codec::video(tag.first.codec).is_none() {
+        let codec_id = match tag.first.codec {
+            VideoCodec::Legacy(id) => id,
+            VideoCodec::FourCc(_) => 0,
+        };
         return Err(RemuxError::UnsupportedVideoCodec {
             codec_id,
             name: video_codec_name(codec_id),
         });
     }
-    let header = payload
-        .get(1..5)
-        .ok_or_else(|| RemuxError::truncated("AVCVIDEOPACKET header", 5, payload.len()))?;
-    let (packet_type, cts) = match header {
-        [t, a, b, c] => (*t, i24(*a, *b, *c)),
-        _ => {
-            return Err(RemuxError::truncated(
-                "AVCVIDEOPACKET header",
-                5,
-                payload.len(),
-            ))
-        }
-    };
-    let body = payload.slice(5..);
-    match packet_type {
-        0 => Ok(VideoTag::SequenceHeader(body)),
-        1 => Ok(VideoTag::Frame {
-            keyframe: frame_type == 1,
-            composition_time_ms: cts,
-            data: body,
-        }),
-        2 => Ok(VideoTag::Ignored),
-        other => Err(RemuxError::UnknownAvcPacketType(other)),
+    Ok(match tag.first.packet {
+        VideoPacket::SequenceStart(body) => VideoTag::SequenceHeader(body),
+        VideoPacket::CodedFrames {
+            composition_time_ms,
+            data,
+        } => VideoTag::Frame {
+            keyframe: tag.header.frame_type == FrameType::Key,
+            composition_time_ms,
+            data,
+        },
+        _ => VideoTag::Ignored,
+    })
+}
+
+/// The remuxer's error for a video body that does not parse: an enhanced header is refused as such
+/// even when too short to name its FourCC, because the publisher uses a codec we do not serve anyway.
+pub fn video_error(payload: &[u8], e: FlvError) -> RemuxError {
+    if flv::VideoHeader::read(payload).is_some_and(|h| h.enhanced) {
+        let fourcc = flv::lossy_fourcc(payload.get(1..).unwrap_or_default());
+        return RemuxError::EnhancedRtmpUnsupported { fourcc };
     }
+    e.into()
 }
 
 /// Parses an AUDIODATA body (FLV spec E.4.2.1 AUDIODATA, E.4.2.2 AACAUDIODATA).
 pub fn parse_audio_tag(payload: &Bytes) -> Result<AudioTag, RemuxError> {
-    let first = *payload
-        .first()
-        .ok_or_else(|| RemuxError::truncated("AUDIODATA header", 1, 0))?;
-    let sound_format = first >> 4;
-    if sound_format != SOUND_FORMAT_AAC {
-        return Err(RemuxError::UnsupportedAudioFormat {
-            sound_format,
-            name: sound_format_name(sound_format),
-        });
-    }
-    let packet_type = *payload
-        .get(1)
-        .ok_or_else(|| RemuxError::truncated("AACAUDIODATA header", 2, payload.len()))?;
-    let body = payload.slice(2..);
-    match packet_type {
-        0 => Ok(AudioTag::SequenceHeader(body)),
-        1 => Ok(AudioTag::Frame(body)),
-        other => Err(RemuxError::UnknownAacPacketType(other)),
+    match flv::AudioTag::parse(payload) {
+        Ok(tag) => audio_input(tag),
+        Err(e) => Err(audio_error(payload, e)),
     }
 }
 
-/// Sign-extends a big-endian SI24: B-frames make PTS < DTS of neighbours possible, and some encoders
-/// really do send negative composition offsets.
-fn i24(a: u8, b: u8, c: u8) -> i32 {
-    // Put the 24 bits in the top of an i32 and shift back arithmetically to extend the sign.
-    i32::from_be_bytes([a, b, c, 0]) >> 8
+/// The remuxer's view of a typed audio tag: the codec it names must be in the codec table (an
+/// extended header is refused, as for video).
+pub fn audio_input(tag: flv::AudioTag) -> Result<AudioTag, RemuxError> {
+    let served = !tag.header.enhanced() && codec::audio(tag.first.codec).is_some();
+    if !served {
+        return Err(unsupported_audio(tag.header.sound_format));
+    }
+    match tag.first.packet {
+        AudioPacket::SequenceStart(body) => Ok(AudioTag::SequenceHeader(body)),
+        AudioPacket::CodedFrames(body) | AudioPacket::Raw(body) => Ok(AudioTag::Frame(body)),
+        AudioPacket::SequenceEnd | AudioPacket::MultichannelConfig(_) => {
+            Err(RemuxError::UnknownAacPacketType(2))
+        }
+    }
+}
+
+/// The remuxer's error for an audio body that does not parse: a format we do not serve is refused
+/// whatever follows its first byte.
+pub fn audio_error(payload: &[u8], e: FlvError) -> RemuxError {
+    match flv::AudioHeader::read(payload) {
+        Some(h)
+            if h.enhanced()
+                || !codec::CODECS.iter().any(|c| {
+                    c.kind == codec::MediaKind::Audio && c.flv_legacy_id == Some(h.sound_format)
+                }) =>
+        {
+            unsupported_audio(h.sound_format)
+        }
+        _ => e.into(),
+    }
+}
+
+fn unsupported_audio(sound_format: u8) -> RemuxError {
+    RemuxError::UnsupportedAudioFormat {
+        sound_format,
+        name: sound_format_name(sound_format),
+    }
+}
+
+impl From<FlvError> for RemuxError {
+    fn from(e: FlvError) -> Self {
+        match e {
+            FlvError::Truncated {
+                what,
+                needed,
+                available,
+            } => RemuxError::truncated(what, needed, available),
+            FlvError::UnknownAvcPacketType(t) => RemuxError::UnknownAvcPacketType(t),
+            FlvError::UnknownAacPacketType(t) => RemuxError::UnknownAacPacketType(t),
+            other => RemuxError::Flv(other),
+        }
+    }
 }
 
 fn video_codec_name(codec_id: u8) -> &'static str {

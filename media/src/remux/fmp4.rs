@@ -7,15 +7,16 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::aac::AudioSpecificConfig;
-use super::avc::AvcDecoderConfig;
+use super::codec::TrackConfig;
+#[cfg(test)]
+use super::codec::{aac::AudioSpecificConfig, avc::AvcDecoderConfig};
 
 /// Track id of the video track in every init segment and fragment.
 pub const VIDEO_TRACK_ID: u32 = 1;
 /// Track id of the audio track.
 pub const AUDIO_TRACK_ID: u32 = 2;
 /// Timescale of the video track: the MPEG 90 kHz clock, so decode times equal the TS rendition's DTS.
-pub const VIDEO_TIMESCALE: u32 = 90_000;
+pub const VIDEO_TIMESCALE: u32 = super::codec::avc::TIMESCALE;
 
 /// `sample_depends_on = 2` (an I-frame / sync sample), ISO/IEC 14496-12 8.8.3.1.
 const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
@@ -28,10 +29,10 @@ const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_000
 /// The tracks an initialization segment declares.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InitTracks<'a> {
-    /// The H.264 track, from its decoder configuration record.
-    pub video: Option<&'a AvcDecoderConfig>,
-    /// The AAC track, from its AudioSpecificConfig.
-    pub audio: Option<&'a AudioSpecificConfig>,
+    /// The video track, from its decoder configuration (its codec writes the sample entry).
+    pub video: Option<&'a dyn TrackConfig>,
+    /// The audio track.
+    pub audio: Option<&'a dyn TrackConfig>,
 }
 
 /// One sample of a fragment.
@@ -62,12 +63,12 @@ pub struct TrackRun<'a> {
 
 /// Timescale of the audio track: the AAC core's sampling rate, so every frame lasts exactly
 /// `samples_per_frame` ticks.
-pub fn audio_timescale(config: &AudioSpecificConfig) -> u32 {
-    config.core_sample_rate.max(1)
+pub fn audio_timescale(config: &dyn TrackConfig) -> u32 {
+    config.timescale()
 }
 
 /// Writes a box: 32-bit size, type, then what `body` writes.
-fn boxed(out: &mut BytesMut, kind: &[u8; 4], body: impl FnOnce(&mut BytesMut)) {
+pub(crate) fn boxed(out: &mut BytesMut, kind: &[u8; 4], body: impl FnOnce(&mut BytesMut)) {
     let start = out.len();
     out.put_u32(0);
     out.put_slice(kind);
@@ -78,7 +79,7 @@ fn boxed(out: &mut BytesMut, kind: &[u8; 4], body: impl FnOnce(&mut BytesMut)) {
 }
 
 /// Writes a full box (version and 24-bit flags after the type).
-fn full_box(
+pub(crate) fn full_box(
     out: &mut BytesMut,
     kind: &[u8; 4],
     version: u8,
@@ -202,66 +203,24 @@ fn dinf_stbl(out: &mut BytesMut, sample_entry: impl FnOnce(&mut BytesMut)) {
     });
 }
 
-fn video_trak(out: &mut BytesMut, config: &AvcDecoderConfig) {
-    let (width, height) = config.dimensions.unwrap_or((0, 0));
-    // 16-bit fields in the sample entry; the SPS is what decoders use anyway.
-    let (w16, h16) = (
-        u16::try_from(width).unwrap_or(u16::MAX),
-        u16::try_from(height).unwrap_or(u16::MAX),
-    );
+fn video_trak(out: &mut BytesMut, config: &dyn TrackConfig) {
+    let (width, height) = config.dimensions().unwrap_or((0, 0));
     boxed(out, b"trak", |out| {
         tkhd(out, VIDEO_TRACK_ID, false, width, height);
         boxed(out, b"mdia", |out| {
-            mdhd_hdlr(out, VIDEO_TIMESCALE, b"vide", b"VideoHandler");
+            mdhd_hdlr(out, config.timescale(), b"vide", b"VideoHandler");
             boxed(out, b"minf", |out| {
                 full_box(out, b"vmhd", 0, 1, |out| out.put_bytes(0, 8));
                 dinf_stbl(out, |out| {
-                    boxed(out, b"avc1", |out| {
-                        out.put_bytes(0, 6); // reserved
-                        out.put_u16(1); // data_reference_index
-                        out.put_bytes(0, 16); // pre_defined, reserved
-                        out.put_u16(w16);
-                        out.put_u16(h16);
-                        out.put_u32(0x0048_0000); // 72 dpi
-                        out.put_u32(0x0048_0000);
-                        out.put_u32(0);
-                        out.put_u16(1); // frame_count
-                        out.put_bytes(0, 32); // compressorname
-                        out.put_u16(0x0018); // depth
-                        out.put_i16(-1);
-                        boxed(out, b"avcC", |out| put_avcc(out, config));
-                    });
+                    config.write_sample_entry(out);
                 });
             });
         });
     });
 }
 
-/// AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1.2) from the parsed record.
-fn put_avcc(out: &mut BytesMut, config: &AvcDecoderConfig) {
-    let (sps, pps) = config
-        .parameter_sets
-        .split_at(config.sps_count.min(config.parameter_sets.len()));
-    out.put_u8(1);
-    out.put_u8(config.profile);
-    out.put_u8(config.compatibility);
-    out.put_u8(config.level);
-    out.put_u8(0xfc | (config.nalu_length_size.saturating_sub(1) & 3));
-    // The parser read at most 31 SPS and 255 PPS, each under 64 KiB (16-bit lengths).
-    out.put_u8(0xe0 | (sps.len().min(31) as u8));
-    for set in sps.iter().take(31) {
-        out.put_u16(set.len() as u16);
-        out.put_slice(set);
-    }
-    out.put_u8(pps.len().min(255) as u8);
-    for set in pps.iter().take(255) {
-        out.put_u16(set.len() as u16);
-        out.put_slice(set);
-    }
-}
-
-fn audio_trak(out: &mut BytesMut, config: &AudioSpecificConfig) {
-    let timescale = audio_timescale(config);
+fn audio_trak(out: &mut BytesMut, config: &dyn TrackConfig) {
+    let timescale = config.timescale();
     boxed(out, b"trak", |out| {
         tkhd(out, AUDIO_TRACK_ID, true, 0, 0);
         boxed(out, b"mdia", |out| {
@@ -269,48 +228,11 @@ fn audio_trak(out: &mut BytesMut, config: &AudioSpecificConfig) {
             boxed(out, b"minf", |out| {
                 full_box(out, b"smhd", 0, 0, |out| out.put_u32(0));
                 dinf_stbl(out, |out| {
-                    boxed(out, b"mp4a", |out| {
-                        out.put_bytes(0, 6);
-                        out.put_u16(1); // data_reference_index
-                        out.put_bytes(0, 8);
-                        out.put_u16(u16::from(config.channel_config.max(1)));
-                        out.put_u16(16); // samplesize
-                        out.put_u32(0); // pre_defined, reserved
-                                        // 16.16 fixed point; rates above 65535 Hz do not fit and are left to the esds.
-                        out.put_u32(u32::from(u16::try_from(timescale).unwrap_or(0)) << 16);
-                        full_box(out, b"esds", 0, 0, |out| put_es_descriptor(out, config));
-                    });
+                    config.write_sample_entry(out);
                 });
             });
         });
     });
-}
-
-/// ES_Descriptor with DecoderConfigDescriptor (MPEG-4 audio) and the AudioSpecificConfig, ISO/IEC
-/// 14496-1 7.2.6.5. Every descriptor here is shorter than 128 bytes, so sizes take one byte.
-fn put_es_descriptor(out: &mut BytesMut, config: &AudioSpecificConfig) {
-    let asc = config.core_config();
-    let dec_specific = 2 + asc.len();
-    let dec_config = 2 + 13 + dec_specific;
-    let sl_config = 2 + 1;
-    let es = 3 + dec_config + sl_config;
-    out.put_u8(0x03); // ES_DescrTag
-    out.put_u8(es as u8);
-    out.put_u16(0); // ES_ID
-    out.put_u8(0); // no dependence, URL or OCR stream
-    out.put_u8(0x04); // DecoderConfigDescrTag
-    out.put_u8((dec_config - 2) as u8);
-    out.put_u8(0x40); // objectTypeIndication: MPEG-4 audio
-    out.put_u8(0x15); // streamType 5 (audio) << 2 | upStream 0 | reserved 1
-    out.put_slice(&[0, 0, 0]); // bufferSizeDB
-    out.put_u32(0); // maxBitrate
-    out.put_u32(0); // avgBitrate
-    out.put_u8(0x05); // DecSpecificInfoTag
-    out.put_u8(asc.len() as u8);
-    out.put_slice(&asc);
-    out.put_u8(0x06); // SLConfigDescrTag
-    out.put_u8(1);
-    out.put_u8(2); // predefined: MP4 file
 }
 
 /// One movie fragment (`moof` + `mdat`) with `runs` in order; runs without samples are skipped.

@@ -4,9 +4,8 @@
 //! returns finished HLS-ready MPEG-TS [`Segment`]s. The submodules are the single-concept pieces it is
 //! built from; they are public so tools and tests can use them directly.
 
-pub mod aac;
-pub mod avc;
 mod bits;
+pub mod codec;
 mod error;
 pub mod flv;
 pub mod fmp4;
@@ -16,6 +15,8 @@ pub mod sps;
 pub mod timestamp;
 pub mod ts;
 
+/// The codec modules under their former paths (`remux::avc`, `remux::aac`).
+pub use codec::{aac, avc};
 pub use error::RemuxError;
 pub use parts::Part;
 pub use segmenter::{

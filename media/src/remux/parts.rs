@@ -17,8 +17,9 @@
 
 use bytes::Bytes;
 
-use super::aac::AudioSpecificConfig;
-use super::avc::AvcDecoderConfig;
+use super::codec::aac::AudioSpecificConfig;
+use super::codec::avc::AvcDecoderConfig;
+use super::codec::TrackConfig;
 use super::fmp4::{self, InitTracks, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use super::timestamp::ms_to_90khz;
 
@@ -110,7 +111,10 @@ impl PartBuilder {
         video: Option<&AvcDecoderConfig>,
         audio: Option<&AudioSpecificConfig>,
     ) {
-        self.pending_init = Some(fmp4::init_segment(InitTracks { video, audio }));
+        self.pending_init = Some(fmp4::init_segment(InitTracks {
+            video: video.map(|v| v as &dyn TrackConfig),
+            audio: audio.map(|a| a as &dyn TrackConfig),
+        }));
         self.initialized = true;
         self.has_video = video.is_some();
         self.audio = audio.map(|a| (fmp4::audio_timescale(a), a.samples_per_frame));
@@ -274,7 +278,7 @@ impl PartBuilder {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::type_complexity)]
 mod tests {
     use super::*;
 

@@ -270,7 +270,19 @@ impl Segmenter {
         timestamp_ms: u32,
         payload: Bytes,
     ) -> Result<Option<Segment>, RemuxError> {
-        match flv::parse_video_tag(&payload)? {
+        match crate::flv::VideoTag::parse(&payload) {
+            Ok(tag) => self.push_video_tag(timestamp_ms, tag),
+            Err(e) => Err(flv::video_error(&payload, e)),
+        }
+    }
+
+    /// One video message already parsed into a typed tag, and its RTMP timestamp in ms.
+    pub fn push_video_tag(
+        &mut self,
+        timestamp_ms: u32,
+        tag: crate::flv::VideoTag,
+    ) -> Result<Option<Segment>, RemuxError> {
+        match flv::video_input(tag)? {
             VideoTag::Ignored => Ok(None),
             VideoTag::SequenceHeader(body) => {
                 let config = AvcDecoderConfig::parse(&body)?;
@@ -291,7 +303,19 @@ impl Segmenter {
         timestamp_ms: u32,
         payload: Bytes,
     ) -> Result<Option<Segment>, RemuxError> {
-        match flv::parse_audio_tag(&payload)? {
+        match crate::flv::AudioTag::parse(&payload) {
+            Ok(tag) => self.push_audio_tag(timestamp_ms, tag),
+            Err(e) => Err(flv::audio_error(&payload, e)),
+        }
+    }
+
+    /// One audio message already parsed into a typed tag.
+    pub fn push_audio_tag(
+        &mut self,
+        timestamp_ms: u32,
+        tag: crate::flv::AudioTag,
+    ) -> Result<Option<Segment>, RemuxError> {
+        match flv::audio_input(tag)? {
             AudioTag::SequenceHeader(body) => {
                 let config = AudioSpecificConfig::parse(&body)?;
                 self.on_audio_config(config);
@@ -402,7 +426,7 @@ impl Segmenter {
         if self.nalus.is_empty() {
             return Ok(None);
         }
-        let keyframe = flv_keyframe || kind.has_idr;
+        let keyframe = avc::is_keyframe(flv_keyframe, &kind);
         let pts_ms = dts_ms
             .saturating_add_signed(i64::from(composition_time_ms))
             .max(dts_ms);

@@ -86,14 +86,14 @@ pub const VIDEO_PID: u16 = 0x0100;
 pub const AUDIO_PID: u16 = 0x0101;
 /// program_number of the single program.
 pub const PROGRAM_NUMBER: u16 = 1;
-/// stream_type for ITU-T H.264 video (13818-1 Table 2-34).
-pub const STREAM_TYPE_H264: u8 = 0x1b;
-/// stream_type for ISO/IEC 13818-7 audio with ADTS transport syntax.
-pub const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
+/// stream_type for ITU-T H.264 video (13818-1 Table 2-34), from the AVC codec module.
+pub const STREAM_TYPE_H264: u8 = super::codec::avc::CODEC.ts_stream_type();
+/// stream_type for ISO/IEC 13818-7 audio with ADTS transport syntax, from the AAC codec module.
+pub const STREAM_TYPE_AAC_ADTS: u8 = super::codec::aac::CODEC.ts_stream_type();
 /// PES stream_id of the first video stream (13818-1 Table 2-22).
-pub const STREAM_ID_VIDEO: u8 = 0xe0;
+pub const STREAM_ID_VIDEO: u8 = super::codec::avc::CODEC.ts_stream_id();
 /// PES stream_id of the first audio stream.
-pub const STREAM_ID_AUDIO: u8 = 0xc0;
+pub const STREAM_ID_AUDIO: u8 = super::codec::aac::CODEC.ts_stream_id();
 
 /// PTS/DTS/PCR base are 33-bit counters that wrap (13818-1 2.4.3.7).
 const MASK_33: u64 = (1 << 33) - 1;

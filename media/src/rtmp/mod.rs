@@ -6,8 +6,10 @@
 //! also expire after `--handshake-timeout-seconds`.
 
 mod aggregate;
+mod commands;
 mod connect;
 mod handshake;
+mod outcome;
 mod pacing;
 mod session;
 

@@ -14,20 +14,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rml_rtmp::sessions::{
     PublishMode, ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent,
-    ServerSessionResult,
+    ServerSessionResult, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::connect::ConnectSniffer;
-use super::{aggregate, pacing, ServerContext};
+use super::outcome::{EndReason, Refusal};
+use super::{aggregate, commands, pacing, ServerContext};
 use crate::broadcast::Broadcast;
 use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
+use crate::registry::AlreadyLive;
+use media::flv::Metadata;
 use media::rtmp_chunks::{self as chunks, ChunkError, Dechunker};
 
 /// Room for one read: a 20 ms tick of a 10 Mbps publisher; a keyframe takes a few reads in a row.
@@ -51,7 +53,7 @@ enum SessionError {
     #[error("RTMP protocol error: {0}")]
     Chunk(#[from] ChunkError),
     #[error("{0}")]
-    Refused(String),
+    Ended(#[from] EndReason),
 }
 
 impl From<ServerSessionError> for SessionError {
@@ -78,10 +80,15 @@ enum Active {
     },
 }
 
+/// A connection's byte stream: a TCP socket, or an in-memory pipe in tests.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
+
 /// Runs a connection whose handshake is done (`remaining`: what the client sent after it) to its end;
 /// never panics the server, logs why it ended.
 pub async fn run(
-    mut socket: TcpStream,
+    mut socket: impl Socket,
     peer: SocketAddr,
     remaining: Vec<u8>,
     ctx: Arc<ServerContext>,
@@ -107,13 +114,14 @@ pub async fn run(
         publish_stream: None,
         acks: chunks::Acknowledgements::default(),
         unknown: 0,
+        play_start: None,
     };
     let result = conn.drive(&mut socket, remaining, &cancel).await;
     conn.finish().await;
     let _ = socket.shutdown().await;
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
-        Err(SessionError::Refused(why)) => warn!(%peer, "{why}"),
+        Err(SessionError::Ended(why)) => warn!(%peer, "{why}"),
         Err(e @ SessionError::Chunk(_)) => warn!(%peer, "connection closed: {e}"),
         Err(e) => info!(%peer, "connection ended: {e}"),
     }
@@ -127,7 +135,7 @@ struct Connection {
     /// Frames for a playing session; taken out of `active` so the loop can select on it.
     player_rx: Option<mpsc::Receiver<Frame>>,
     /// Set when the session must end after the pending responses are written (e.g. a refused publish).
-    close: Option<String>,
+    close: Option<EndReason>,
     /// Latest media timestamp seen (for `on_update`'s `timestamp` field).
     last_timestamp: u32,
     /// Malformed media messages dropped; logged sparsely so a broken encoder cannot flood the log.
@@ -142,11 +150,13 @@ struct Connection {
     acks: chunks::Acknowledgements,
     /// Messages of unsupported types ignored; logged sparsely.
     unknown: u64,
+    /// The `start` of the latest `play` command, read before rml_rtmp handles it.
+    play_start: Option<commands::PlayStart>,
 }
 
 /// Reads the socket, first waiting until `not_before` if set; the idle timeout counts from then.
 async fn paced_read(
-    socket: &mut TcpStream,
+    socket: &mut impl Socket,
     buf: &mut bytes::BytesMut,
     not_before: Option<tokio::time::Instant>,
     timeout: Duration,
@@ -160,7 +170,7 @@ async fn paced_read(
 impl Connection {
     async fn drive(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut impl Socket,
         remaining: Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<(), SessionError> {
@@ -185,7 +195,7 @@ impl Connection {
         let mut read_at: Option<tokio::time::Instant> = None;
         loop {
             if let Some(why) = self.close.take() {
-                return Err(SessionError::Refused(why));
+                return Err(why.into());
             }
             let kick = match &self.active {
                 Some(Active::Publishing { broadcast, .. }) => Some(broadcast.live().kick.clone()),
@@ -204,11 +214,11 @@ impl Connection {
                     return Ok(());
                 }
                 _ = kicked(kick.as_ref()) => {
-                    return Err(SessionError::Refused("publisher kicked through the control API".into()));
+                    return Err(EndReason::Kicked.into());
                 }
                 _ = update.tick(), if self.active.is_some() && self.ctx.hooks.has_update() => {
                     if !self.update_hook().await {
-                        return Err(SessionError::Refused("dropped: on_update answered non-2xx".into()));
+                        return Err(EndReason::UpdateRefused.into());
                     }
                 }
                 frame = recv(&mut self.player_rx), if self.player_rx.is_some() => {
@@ -298,6 +308,9 @@ impl Connection {
                 continue;
             }
             self.sniffer.feed(&message);
+            if let Some(start) = commands::play_start(&message) {
+                self.play_start = Some(start);
+            }
             self.wire.clear();
             chunks::canonical(&message, &mut self.wire);
             // `screen` keeps rml_rtmp from the panics we know of; should it have another, this one
@@ -317,7 +330,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn flush(&self, socket: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), SessionError> {
+    async fn flush(&self, socket: &mut impl Socket, out: &mut Vec<u8>) -> Result<(), SessionError> {
         if out.is_empty() {
             return Ok(());
         }
@@ -409,7 +422,7 @@ impl Connection {
                 if app == self.ctx.app {
                     session.accept_request(request_id)?
                 } else {
-                    self.close = Some(format!("connect refused: unknown application `{app_name}`"));
+                    self.close = Some(EndReason::UnknownApp(app_name.clone()));
                     session.reject_request(
                         request_id,
                         "NetConnection.Connect.Rejected",
@@ -435,15 +448,15 @@ impl Connection {
                 request_id,
                 stream_key,
                 stream_id,
-                start_at,
                 duration,
                 reset,
                 ..
             } => {
-                // nginx-rtmp forwards the raw numbers cast to uint32. rml_rtmp folds every negative
-                // start other than -1 into "live or recorded", which ffmpeg sends as -2000.
+                // nginx-rtmp forwards the raw numbers cast to uint32; our typed reading of the same
+                // command gives the start (`commands.rs`).
+                let start = self.play_start.take().unwrap_or_default();
                 let request = PlayRequest {
-                    start_ms: play_start(&start_at),
+                    start_ms: start.nginx_value(),
                     duration_ms: duration.unwrap_or(0),
                     reset,
                 };
@@ -456,7 +469,7 @@ impl Connection {
             }
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
                 if let Some(Active::Publishing { broadcast, .. }) = self.active.as_mut() {
-                    broadcast.on_metadata(metadata);
+                    broadcast.on_metadata(metadata_from_rml(metadata));
                 }
                 Vec::new()
             }
@@ -492,16 +505,16 @@ impl Connection {
         stream_key: &str,
         publish_type: &str,
         play: PlayRequest,
-    ) -> Result<(String, Vec<(String, String)>, Option<bool>), String> {
+    ) -> Result<(String, Vec<(String, String)>, Option<bool>), Refusal> {
         if self.active.is_some() {
-            return Err("this connection is already publishing or playing".into());
+            return Err(Refusal::AlreadyActive);
         }
         let (name, args) = split_stream_key(stream_key);
         // Before any hook is called: a name that could escape a path never reaches the manager, nor
         // does a publish that would be refused as a duplicate anyway.
-        common::validate_stream_name(name).map_err(|e| e.to_string())?;
+        common::validate_stream_name(name)?;
         if role == Role::Publish && self.ctx.registry.get(name).is_some() {
-            return Err(format!("stream `{name}` is already being published"));
+            return Err(AlreadyLive(name.to_owned()).into());
         }
         let (decision, record) = match role {
             Role::Publish => {
@@ -521,12 +534,11 @@ impl Connection {
         let name = match decision {
             Decision::Allow => name.to_owned(),
             Decision::Rename(new) => {
-                common::validate_stream_name(&new)
-                    .map_err(|e| format!("manager renamed the stream to an invalid name: {e}"))?;
+                common::validate_stream_name(&new).map_err(Refusal::BadRename)?;
                 info!(from = %name, to = %new, "manager renamed the stream");
                 new
             }
-            Decision::Deny(why) => return Err(format!("refused by the manager: {why}")),
+            Decision::Deny(why) => return Err(why.into()),
         };
         Ok((name, args, record))
     }
@@ -563,12 +575,7 @@ impl Connection {
                 self.ctx
                     .hooks
                     .done(Role::Publish, &self.client, &name, &args);
-                return self.refuse(
-                    session,
-                    request_id,
-                    "NetStream.Publish.BadName",
-                    e.to_string(),
-                );
+                return self.refuse(session, request_id, "NetStream.Publish.BadName", e.into());
             }
         };
         tracing::Span::current().record("stream", name.as_str());
@@ -616,7 +623,7 @@ impl Connection {
                 session,
                 request_id,
                 "NetStream.Play.StreamNotFound",
-                format!("stream `{name}` is not live"),
+                Refusal::NotLive(name),
             );
         };
         tracing::Span::current().record("stream", name.as_str());
@@ -637,11 +644,11 @@ impl Connection {
         &mut self,
         session: &mut ServerSession,
         request_id: u32,
-        code: &str,
-        why: String,
+        code: &'static str,
+        refusal: Refusal,
     ) -> Result<Vec<ServerSessionResult>, SessionError> {
-        let results = session.reject_request(request_id, code, &why)?;
-        self.close = Some(format!("refused ({code}): {why}"));
+        let results = session.reject_request(request_id, code, &refusal.to_string())?;
+        self.close = Some(EndReason::Refused { code, refusal });
         Ok(results)
     }
 
@@ -660,7 +667,7 @@ impl Connection {
         let mut n = 0;
         while let Some(f) = frame.take() {
             let packet = match f {
-                Frame::Metadata(m) => session.send_metadata(stream_id, &m)?,
+                Frame::Metadata(m) => session.send_metadata(stream_id, &metadata_to_rml(&m))?,
                 Frame::Video { timestamp, data } => {
                     self.last_timestamp = timestamp;
                     session.send_video_data(
@@ -690,7 +697,7 @@ impl Connection {
     async fn stop_playing(
         &mut self,
         session: &mut ServerSession,
-        socket: &mut TcpStream,
+        socket: &mut impl Socket,
         out: &mut Vec<u8>,
     ) -> Result<(), SessionError> {
         self.player_rx = None;
@@ -708,9 +715,7 @@ impl Connection {
             }
             self.flush(socket, out).await?;
             if still_live {
-                return Err(SessionError::Refused(
-                    "player too slow for the stream; disconnected".into(),
-                ));
+                return Err(EndReason::PlayerTooSlow.into());
             }
         }
         Ok(())
@@ -744,7 +749,7 @@ impl Connection {
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) if e.is_fatal() => Err(SessionError::Refused(format!("publisher refused: {e}"))),
+            Err(e) if e.is_fatal() => Err(EndReason::Unservable(e).into()),
             Err(e) => {
                 self.dropped += 1;
                 // The first few, then at powers of two: enough to see a broken encoder, not a flood.
@@ -761,20 +766,38 @@ impl Connection {
     }
 }
 
-/// The raw `start` of a play command as nginx-rtmp reports it (uint32 cast). rml_rtmp's
-/// `PlayStartValue` lives in a private module and cannot be named here, so its `Debug` form is read.
-fn play_start(start_at: &impl std::fmt::Debug) -> u32 {
-    let s = format!("{start_at:?}");
-    if s == "LiveOnly" {
-        u32::MAX
-    } else if let Some(raw) = s
-        .strip_prefix("StartTimeInSeconds(")
-        .and_then(|r| r.strip_suffix(')'))
-    {
-        raw.parse().unwrap_or(0)
-    } else {
-        (-2000i32) as u32
+/// rml_rtmp's reading of `onMetaData` as our own type, so its type stays in this module.
+fn metadata_from_rml(m: StreamMetadata) -> Metadata {
+    Metadata {
+        video_width: m.video_width,
+        video_height: m.video_height,
+        video_codec_id: m.video_codec_id,
+        video_frame_rate: m.video_frame_rate,
+        video_bitrate_kbps: m.video_bitrate_kbps,
+        audio_codec_id: m.audio_codec_id,
+        audio_bitrate_kbps: m.audio_bitrate_kbps,
+        audio_sample_rate: m.audio_sample_rate,
+        audio_channels: m.audio_channels,
+        audio_is_stereo: m.audio_is_stereo,
+        encoder: m.encoder,
     }
+}
+
+/// The inverse of [`metadata_from_rml`], for rml_rtmp to send to a player.
+fn metadata_to_rml(m: &Metadata) -> StreamMetadata {
+    let mut out = StreamMetadata::new();
+    out.video_width = m.video_width;
+    out.video_height = m.video_height;
+    out.video_codec_id = m.video_codec_id;
+    out.video_frame_rate = m.video_frame_rate;
+    out.video_bitrate_kbps = m.video_bitrate_kbps;
+    out.audio_codec_id = m.audio_codec_id;
+    out.audio_bitrate_kbps = m.audio_bitrate_kbps;
+    out.audio_sample_rate = m.audio_sample_rate;
+    out.audio_channels = m.audio_channels;
+    out.audio_is_stereo = m.audio_is_stereo;
+    out.encoder = m.encoder.clone();
+    out
 }
 
 async fn kicked(kick: Option<&CancellationToken>) {
@@ -788,5 +811,205 @@ async fn recv(rx: &mut Option<mpsc::Receiver<Frame>>) -> Option<Frame> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session over an in-memory pipe, driven by the byte stream a real client sends: what
+    //! `rtmp::serve` runs after the handshake, with no socket.
+
+    use super::*;
+    use crate::hooks::{HookUrls, Hooks};
+    use crate::record::{Formats, Recorder};
+    use crate::registry::Registry;
+    use rml_rtmp::chunk_io::ChunkSerializer;
+    use rml_rtmp::messages::RtmpMessage;
+    use rml_rtmp::rml_amf0::Amf0Value;
+
+    fn context(registry: Registry) -> Arc<ServerContext> {
+        let (producer, _task) = crate::producer::start(
+            crate::producer::ProducerSettings {
+                // Nothing listens there: records wait in the queue budget, the session never blocks.
+                brokers: "127.0.0.1:1".into(),
+                topic: "t".into(),
+                max_message_bytes: 1_000_000,
+                livedto_version: common::SchemaVersion::V1,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(1),
+        )
+        .expect("producer");
+        let hooks = Hooks::new(HookUrls::default(), Duration::from_secs(1));
+        Arc::new(ServerContext {
+            app: "live".into(),
+            segment: Duration::from_secs(2),
+            part_target: Some(Duration::from_millis(334)),
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+            publish_read_interval: None,
+            registry,
+            producer,
+            hooks: hooks.clone(),
+            update_interval: Duration::from_secs(3600),
+            next_client_id: Default::default(),
+            counters: Arc::default(),
+            recorder: Recorder::new(
+                std::env::temp_dir(),
+                Formats {
+                    hls: false,
+                    flv: false,
+                },
+                Duration::from_secs(2),
+                Arc::default(),
+                hooks,
+            ),
+            record_all: false,
+        })
+    }
+
+    fn command(
+        name: &str,
+        txn: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream: u32,
+    ) -> Vec<u8> {
+        let payload = RtmpMessage::Amf0Command {
+            command_name: name.into(),
+            transaction_id: txn,
+            command_object: object,
+            additional_arguments: args,
+        }
+        .into_message_payload(RtmpTimestamp::new(0), stream)
+        .expect("payload");
+        ChunkSerializer::new()
+            .serialize(&payload, true, false)
+            .expect("chunk")
+            .bytes
+    }
+
+    /// What ffmpeg sends after the handshake to publish `cam` on `app`, then the fixture's media.
+    fn publish_bytes(app: &str, media: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let connect = Amf0Value::Object(
+            [
+                ("app".to_string(), Amf0Value::Utf8String(app.into())),
+                (
+                    "tcUrl".to_string(),
+                    Amf0Value::Utf8String(format!("rtmp://127.0.0.1/{app}")),
+                ),
+            ]
+            .into(),
+        );
+        out.extend(command("connect", 1.0, connect, vec![], 0));
+        out.extend(command("createStream", 2.0, Amf0Value::Null, vec![], 0));
+        let publish = vec![
+            Amf0Value::Utf8String("cam".into()),
+            Amf0Value::Utf8String("live".into()),
+        ];
+        out.extend(command("publish", 3.0, Amf0Value::Null, publish, 1));
+        if media {
+            let path =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip.flv");
+            let flv = std::fs::read(path).expect("fixture");
+            let mut ser = ChunkSerializer::new();
+            // FLV file: 9-byte header + PreviousTagSize0, then tags of 11-byte header, body, 4 bytes.
+            let mut pos = 13;
+            while pos + 11 <= flv.len() {
+                let kind = flv[pos] & 0x1f;
+                let size =
+                    u32::from_be_bytes([0, flv[pos + 1], flv[pos + 2], flv[pos + 3]]) as usize;
+                let ts =
+                    u32::from_be_bytes([flv[pos + 7], flv[pos + 4], flv[pos + 5], flv[pos + 6]]);
+                let data = Bytes::copy_from_slice(&flv[pos + 11..pos + 11 + size]);
+                pos += 11 + size + 4;
+                let message = match kind {
+                    8 => RtmpMessage::AudioData { data },
+                    9 => RtmpMessage::VideoData { data },
+                    _ => continue,
+                };
+                let payload = message
+                    .into_message_payload(RtmpTimestamp::new(ts), 1)
+                    .expect("payload");
+                out.extend(ser.serialize(&payload, false, false).expect("chunk").bytes);
+            }
+        }
+        out
+    }
+
+    async fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_publisher_goes_live_is_segmented_and_ends_when_it_leaves() {
+        let registry = Registry::default();
+        let ctx = context(registry.clone());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let cancel = CancellationToken::new();
+        let session = tokio::spawn(run(server, peer, Vec::new(), ctx, cancel));
+        let bytes = publish_bytes("live", true);
+        // Write in uneven pieces, as a socket delivers them.
+        for piece in bytes.chunks(1777) {
+            client.write_all(piece).await.expect("write");
+        }
+        assert!(
+            wait_for(|| registry.get("cam").is_some()).await,
+            "the publisher is live"
+        );
+        let live = registry.get("cam").expect("live");
+        // 6 s of media with 2 s segments: at least two closed before the publisher leaves.
+        assert!(
+            wait_for(|| live.segments.load(Ordering::Relaxed) >= 2).await,
+            "segments: {}",
+            live.segments.load(Ordering::Relaxed)
+        );
+        let codecs = live.tracks().codecs;
+        assert!(
+            codecs.starts_with("avc1.64") && codecs.ends_with(",mp4a.40.2"),
+            "{codecs}"
+        );
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends when the client leaves")
+            .expect("no panic");
+        assert!(registry.get("cam").is_none(), "the name is released");
+    }
+
+    #[tokio::test]
+    async fn a_connect_to_another_application_ends_the_session() {
+        let registry = Registry::default();
+        let ctx = context(registry.clone());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        let session = tokio::spawn(run(server, peer, Vec::new(), ctx, CancellationToken::new()));
+        client
+            .write_all(&publish_bytes("other", false))
+            .await
+            .expect("write");
+        // The server answers (the rejection) and closes without waiting for the client.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("closed by the server")
+            .expect("read");
+        let status = b"NetConnection.Connect.Rejected";
+        assert!(
+            answer.windows(status.len()).any(|w| w == status),
+            "rejection status in {} bytes",
+            answer.len()
+        );
+        session.await.expect("no panic");
+        assert!(registry.get("cam").is_none());
     }
 }

@@ -2,8 +2,13 @@
 //! (ISO/IEC 13818-7 6.2) that MPEG-TS needs in front of every raw frame, because a TS carries no
 //! out-of-band decoder configuration for stream_type 0x0F.
 
-use super::bits::BitReader;
-use super::RemuxError;
+use bytes::{BufMut, BytesMut};
+
+use super::{Codec, MediaKind, TrackConfig, TsMapping};
+use crate::flv::FourCc;
+use crate::remux::bits::BitReader;
+use crate::remux::fmp4::{boxed, full_box};
+use crate::remux::RemuxError;
 
 /// samplingFrequencyIndex table, ISO/IEC 14496-3 1.6.3.4 (Table 1.18); indexes 13/14 are reserved.
 pub const SAMPLING_FREQUENCIES: [u32; 13] = [
@@ -259,6 +264,80 @@ fn read_frequency(r: &mut BitReader<'_>) -> Option<Result<u32, RemuxError>> {
                 "reserved sampling frequency index",
             )),
     )
+}
+
+/// AAC's entry in the codec table: legacy SoundFormat 10, FourCC `mp4a`, TS stream_type 0x0f (ADTS).
+pub const CODEC: Codec = Codec {
+    name: "AAC",
+    kind: MediaKind::Audio,
+    flv_legacy_id: Some(10),
+    fourcc: FourCc::AAC,
+    ts: Some(TsMapping {
+        stream_type: 0x0f,
+        stream_id: 0xc0,
+    }),
+};
+
+impl TrackConfig for AudioSpecificConfig {
+    fn codec(&self) -> &'static Codec {
+        &CODEC
+    }
+
+    fn codec_string(&self) -> String {
+        AudioSpecificConfig::codec_string(self)
+    }
+
+    /// The AAC core's sampling rate, so every frame lasts exactly `samples_per_frame` ticks.
+    fn timescale(&self) -> u32 {
+        self.core_sample_rate.max(1)
+    }
+
+    fn channels(&self) -> u16 {
+        u16::from(self.channels)
+    }
+
+    /// `mp4a` with its `esds` (ISO/IEC 14496-14 6.7).
+    fn write_sample_entry(&self, out: &mut BytesMut) {
+        let timescale = self.timescale();
+        boxed(out, b"mp4a", |out| {
+            out.put_bytes(0, 6);
+            out.put_u16(1); // data_reference_index
+            out.put_bytes(0, 8);
+            out.put_u16(u16::from(self.channel_config.max(1)));
+            out.put_u16(16); // samplesize
+            out.put_u32(0); // pre_defined, reserved
+                            // 16.16 fixed point; rates above 65535 Hz do not fit and are left to the esds.
+            out.put_u32(u32::from(u16::try_from(timescale).unwrap_or(0)) << 16);
+            full_box(out, b"esds", 0, 0, |out| put_es_descriptor(out, self));
+        });
+    }
+}
+
+/// ES_Descriptor with DecoderConfigDescriptor (MPEG-4 audio) and the AudioSpecificConfig, ISO/IEC
+/// 14496-1 7.2.6.5. Every descriptor here is shorter than 128 bytes, so sizes take one byte.
+fn put_es_descriptor(out: &mut BytesMut, config: &AudioSpecificConfig) {
+    let asc = config.core_config();
+    let dec_specific = 2 + asc.len();
+    let dec_config = 2 + 13 + dec_specific;
+    let sl_config = 2 + 1;
+    let es = 3 + dec_config + sl_config;
+    out.put_u8(0x03); // ES_DescrTag
+    out.put_u8(es as u8);
+    out.put_u16(0); // ES_ID
+    out.put_u8(0); // no dependence, URL or OCR stream
+    out.put_u8(0x04); // DecoderConfigDescrTag
+    out.put_u8((dec_config - 2) as u8);
+    out.put_u8(0x40); // objectTypeIndication: MPEG-4 audio
+    out.put_u8(0x15); // streamType 5 (audio) << 2 | upStream 0 | reserved 1
+    out.put_slice(&[0, 0, 0]); // bufferSizeDB
+    out.put_u32(0); // maxBitrate
+    out.put_u32(0); // avgBitrate
+    out.put_u8(0x05); // DecSpecificInfoTag
+    out.put_u8(asc.len() as u8);
+    out.put_slice(&asc);
+    out.put_u8(0x06); // SLConfigDescrTag
+    out.put_u8(1);
+    out.put_u8(2); // predefined: MP4 file
 }
 
 #[cfg(test)]

@@ -2,10 +2,13 @@
 //! its length-prefixed NAL units (14496-15 5.3.4.2) to the Annex-B byte stream (ITU-T H.264 Annex B)
 //! that MPEG-TS carries (ISO/IEC 13818-1 2.14).
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::sps;
-use super::RemuxError;
+use super::{Codec, MediaKind, TrackConfig, TsMapping};
+use crate::flv::FourCc;
+use crate::remux::fmp4::boxed;
+use crate::remux::sps;
+use crate::remux::RemuxError;
 
 /// Annex-B start code. The 4-byte form is used everywhere because it is required before parameter sets
 /// and the first NALU of an AU, and using it for every NALU keeps the writer branch-free.
@@ -210,6 +213,93 @@ fn split_into(
         out.push(data.slice(start..end));
     }
     Ok(kind)
+}
+
+/// AVC's entry in the codec table: legacy CodecID 7, FourCC `avc1`, TS stream_type 0x1b.
+pub const CODEC: Codec = Codec {
+    name: "H.264/AVC",
+    kind: MediaKind::Video,
+    flv_legacy_id: Some(7),
+    fourcc: FourCc::AVC,
+    ts: Some(TsMapping {
+        stream_type: 0x1b,
+        stream_id: 0xe0,
+    }),
+};
+
+/// Timescale of an AVC track in MP4: the MPEG 90 kHz clock, so decode times equal the TS rendition's.
+pub const TIMESCALE: u32 = 90_000;
+
+/// AVC's keyframe test: the publisher's FLV frame type, or an IDR slice in the access unit (encoders
+/// that mark every frame inter still send IDRs).
+pub fn is_keyframe(flv_keyframe: bool, kind: &AccessUnitKind) -> bool {
+    flv_keyframe || kind.has_idr
+}
+
+impl TrackConfig for AvcDecoderConfig {
+    fn codec(&self) -> &'static Codec {
+        &CODEC
+    }
+
+    fn codec_string(&self) -> String {
+        AvcDecoderConfig::codec_string(self)
+    }
+
+    fn timescale(&self) -> u32 {
+        TIMESCALE
+    }
+
+    fn dimensions(&self) -> Option<(u32, u32)> {
+        self.dimensions
+    }
+
+    /// `avc1` with its `avcC` (ISO/IEC 14496-15 5.4.2.1).
+    fn write_sample_entry(&self, out: &mut BytesMut) {
+        let (width, height) = self.dimensions.unwrap_or((0, 0));
+        // 16-bit fields in the sample entry; the SPS is what decoders use anyway.
+        let (w16, h16) = (
+            u16::try_from(width).unwrap_or(u16::MAX),
+            u16::try_from(height).unwrap_or(u16::MAX),
+        );
+        boxed(out, b"avc1", |out| {
+            out.put_bytes(0, 6); // reserved
+            out.put_u16(1); // data_reference_index
+            out.put_bytes(0, 16); // pre_defined, reserved
+            out.put_u16(w16);
+            out.put_u16(h16);
+            out.put_u32(0x0048_0000); // 72 dpi
+            out.put_u32(0x0048_0000);
+            out.put_u32(0);
+            out.put_u16(1); // frame_count
+            out.put_bytes(0, 32); // compressorname
+            out.put_u16(0x0018); // depth
+            out.put_i16(-1);
+            boxed(out, b"avcC", |out| put_avcc(out, self));
+        });
+    }
+}
+
+/// AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1.2) from the parsed record.
+fn put_avcc(out: &mut BytesMut, config: &AvcDecoderConfig) {
+    let (sps, pps) = config
+        .parameter_sets
+        .split_at(config.sps_count.min(config.parameter_sets.len()));
+    out.put_u8(1);
+    out.put_u8(config.profile);
+    out.put_u8(config.compatibility);
+    out.put_u8(config.level);
+    out.put_u8(0xfc | (config.nalu_length_size.saturating_sub(1) & 3));
+    // The parser read at most 31 SPS and 255 PPS, each under 64 KiB (16-bit lengths).
+    out.put_u8(0xe0 | (sps.len().min(31) as u8));
+    for set in sps.iter().take(31) {
+        out.put_u16(set.len() as u16);
+        out.put_slice(set);
+    }
+    out.put_u8(pps.len().min(255) as u8);
+    for set in pps.iter().take(255) {
+        out.put_u16(set.len() as u16);
+        out.put_slice(set);
+    }
 }
 
 #[cfg(test)]
