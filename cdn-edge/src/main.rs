@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cdn_edge::config::{Args, Config};
-use cdn_edge::consumer::{Consumer, ConsumerSettings, Lookback};
 use cdn_edge::http::{app, AppState};
+use cdn_edge::kafka::{Consumer, ConsumerSettings, Lookback};
 use cdn_edge::metrics::Telemetry;
 use cdn_edge::store::{self, Store, StoreConfig};
 use clap::Parser;
@@ -99,7 +99,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("building the Kafka consumer (check --kafka-option)")?;
 
     let state = AppState {
-        telemetry: Arc::new(Telemetry::with_lag(consumer.lag())),
+        telemetry: Arc::new(Telemetry {
+            ingest: consumer.ingest_stats(),
+            ..Telemetry::with_lag(consumer.lag())
+        }),
         ..AppState::new(store.clone())
     };
     if state.hls_js.is_none() {

@@ -9,6 +9,7 @@ use std::fmt::{Display, Write as _};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use crate::kafka::IngestStats;
 use crate::stats::{ConsumerLag, HistogramSnapshot, Stats};
 use crate::store::Store;
 use crate::viewers::Viewers;
@@ -28,6 +29,8 @@ pub struct Telemetry {
     pub viewers: Viewers,
     /// Consumer lag per partition, filled by the consumer.
     pub lag: Arc<ConsumerLag>,
+    /// The ingest step's counters, filled by the consumer.
+    pub ingest: Arc<IngestStats>,
 }
 
 impl Telemetry {
@@ -108,22 +111,22 @@ pub fn render(store: &Store, telemetry: &Telemetry, now: Instant) -> String {
     x.counter(
         "cdn_edge_kafka_records_total",
         "Kafka records handed to the ingest path.",
-        Stats::get(&stats.records),
+        Stats::get(&telemetry.ingest.records),
     );
     x.counter(
         "cdn_edge_bad_messages_total",
         "Records dropped for missing, malformed or unknown-version metadata or an invalid stream name.",
-        Stats::get(&stats.bad_messages),
+        Stats::get(&telemetry.ingest.bad_messages),
     );
     x.counter(
         "cdn_edge_rejected_chunks_total",
         "Segment chunks refused by reassembly (inconsistent, bad checksum, or the segment began before this edge started).",
-        Stats::get(&stats.rejected_chunks),
+        Stats::get(&telemetry.ingest.rejected_chunks),
     );
     x.counter(
         "cdn_edge_reassembly_evictions_total",
         "Incomplete segments dropped to stay within reassembly memory bounds.",
-        Stats::get(&stats.reassembly_evictions),
+        Stats::get(&telemetry.ingest.reassembly_evictions),
     );
     x.counter(
         "cdn_edge_segments_stored_total",

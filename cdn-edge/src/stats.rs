@@ -1,4 +1,5 @@
-//! Counters shared by the consumer, the store and the `/metrics` endpoint.
+//! Counters shared by the consumer, the store and the `/metrics` endpoint (the ingest step keeps its
+//! own: `crate::kafka::IngestStats`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,20 +10,10 @@ use std::time::Duration;
 /// never order other memory accesses.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Kafka records handed to the ingest path.
-    pub records: AtomicU64,
     /// Complete, verified segments added to a playlist and the cache.
     pub segments_stored: AtomicU64,
     /// Complete segments ignored because their sequence number was already covered.
     pub segments_duplicate: AtomicU64,
-    /// Records dropped because their metadata was missing, malformed, of another schema version, or
-    /// named an invalid stream.
-    pub bad_messages: AtomicU64,
-    /// Segment chunks refused by reassembly (inconsistent, checksum mismatch, too large, or the start of
-    /// the segment was never seen).
-    pub rejected_chunks: AtomicU64,
-    /// Incomplete segments dropped by reassembly to stay within its memory bounds.
-    pub reassembly_evictions: AtomicU64,
     /// Live playlists ended because their origin went silent (no stream end arrived).
     pub streams_ended_silent: AtomicU64,
     /// Times a partition's next record had been deleted by retention before this edge read it, and the
