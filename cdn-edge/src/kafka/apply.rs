@@ -8,6 +8,7 @@ use tracing::{debug, info};
 
 use super::ingest::{self, Change, Ingest, Record};
 use super::now_ms;
+use crate::stats;
 use crate::store::{Inserted, Store};
 
 /// Applies ingest's changes to a store.
@@ -60,10 +61,10 @@ impl Apply {
                     let latency_ms = i128::from(now_ms()) - i128::from(meta.closed_at_ms);
                     if self.caught_up {
                         let observed = u64::try_from(latency_ms.max(0)).unwrap_or(u64::MAX);
-                        self.store
-                            .stats()
-                            .part_availability_latency
-                            .observe(Duration::from_millis(observed));
+                        stats::observe(
+                            &self.store.stats().part_availability_latency,
+                            Duration::from_millis(observed),
+                        );
                     }
                     debug!(stream = %meta.stream, seq = meta.seq, part = meta.part, latency_ms, "part available");
                 }
@@ -92,10 +93,10 @@ impl Apply {
                 if self.caught_up {
                     // A histogram cannot hold a negative time: an origin clock ahead of ours shows as 0.
                     let observed = u64::try_from(latency_ms.max(0)).unwrap_or(u64::MAX);
-                    self.store
-                        .stats()
-                        .availability_latency
-                        .observe(Duration::from_millis(observed));
+                    stats::observe(
+                        &self.store.stats().availability_latency,
+                        Duration::from_millis(observed),
+                    );
                 }
                 debug!(stream = %stream, seq, size, latency_ms, "segment available");
             }
@@ -241,7 +242,10 @@ mod tests {
             store.object("cam", crate::store::Object::Part(100, 0)),
             Some(p0)
         );
-        assert_eq!(store.stats().part_availability_latency.snapshot().count, 1);
+        assert_eq!(
+            store.stats().part_availability_latency.get_sample_count(),
+            1
+        );
         // A kind from a newer origin is skipped and counted, not fatal.
         ingest.record(0, Some(br#"{"v":1,"kind":"hologram","stream":"cam"}"#), b"");
         assert_eq!(Stats::get(&ingest.stats().bad_messages), 1);
@@ -282,14 +286,14 @@ mod tests {
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:100\n"), "{text}");
         assert!(text.contains("102.ts\n"), "{text}");
         assert_eq!(Stats::get(&store.stats().segments_stored), 6);
-        assert_eq!(store.stats().availability_latency.snapshot().count, 6);
+        assert_eq!(store.stats().availability_latency.get_sample_count(), 6);
         // Backlog read at start is not observed.
         ingest.set_caught_up(false);
         for (h, v) in records("cam", 103, 1_000, 3_000) {
             ingest.record(0, Some(&h), &v);
         }
         assert_eq!(Stats::get(&store.stats().segments_stored), 7);
-        assert_eq!(store.stats().availability_latency.snapshot().count, 6);
+        assert_eq!(store.stats().availability_latency.get_sample_count(), 6);
         assert_eq!(
             Stats::get(&ingest.stats().records),
             (a.len() + b.len() + 2) as u64
