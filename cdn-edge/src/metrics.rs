@@ -65,6 +65,11 @@ impl HttpMetrics {
         counters.bytes += body_bytes;
     }
 
+    /// Route labels counted so far.
+    pub fn routes(&self) -> Vec<&'static str> {
+        self.lock().keys().copied().collect()
+    }
+
     fn snapshot(&self) -> BTreeMap<&'static str, RouteCounters> {
         self.lock().clone()
     }
