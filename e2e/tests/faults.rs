@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use e2e::faults::{kill_hard, Proxy};
 use e2e::manager::{Answer, Manager};
 use e2e::playlist::MediaPlaylist;
-use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
+use e2e::{get, hold, poll, publish, Broker, Edge, Media, Proc, Publish};
 
 const STREAM: &str = "fault-cam";
 /// One-second segments: more segments per second of test, same code paths as the default two.
@@ -117,7 +117,8 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         .filter_map(|s| s.last().copied())
         .collect();
     // Ten seconds of outage, watched: the edges keep serving, never end the playlist, and learn nothing.
-    while down_at.elapsed() < Duration::from_secs(10) {
+    let outage = Duration::from_secs(10).saturating_sub(down_at.elapsed());
+    hold(outage, Duration::from_millis(250), || {
         for edge in [&edge_a, &edge_b] {
             let (_, p) = edge
                 .playlist(STREAM)
@@ -127,8 +128,8 @@ fn broker_outage_loses_no_segment() -> Result<()> {
                 "an edge ended the playlist during the broker outage"
             );
         }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        Ok(())
+    })?;
     let closed_in_outage = closed_seqs(&media.proc.log_text()).len() - closed_before;
     broker.restart(0)?;
     eprintln!(
