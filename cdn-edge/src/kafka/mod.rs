@@ -19,7 +19,7 @@ pub mod apply;
 pub mod assignment;
 pub mod context;
 pub mod ingest;
-mod silence;
+pub mod silence;
 pub mod start_offsets;
 
 use std::sync::Arc;
