@@ -141,14 +141,14 @@ pub fn app(state: AppState) -> Router {
         .expose_headers([CONTENT_LENGTH, CONTENT_RANGE, ACCEPT_RANGES])
         .max_age(Duration::from_secs(86_400));
     Router::new()
-        .route("/", get(watch::index))
-        .route("/watch/{stream}", get(watch::watch))
-        .route("/assets/{file}", get(watch::asset))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_page))
-        .route("/live/{stream}/index.m3u8", get(playlist))
-        .route("/live/{stream}/ll.m3u8", get(ll_playlist))
-        .route("/live/{stream}/{segment}", get(segment))
+        .route(INDEX.path, get(watch::index))
+        .route(WATCH.path, get(watch::watch))
+        .route(ASSET.path, get(watch::asset))
+        .route(HEALTHZ.path, get(|| async { "ok\n" }))
+        .route(METRICS.path, get(metrics_page))
+        .route(PLAYLIST.path, get(playlist))
+        .route(LL_PLAYLIST.path, get(ll_playlist))
+        .route(SEGMENT.path, get(segment))
         .fallback(|| async { HttpError::NotFound })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -161,19 +161,64 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// One route of the edge: its path pattern and the `route` label its requests are counted under.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    path: &'static str,
+    label: &'static str,
+}
+
+const INDEX: Route = Route {
+    path: "/",
+    label: "index",
+};
+const WATCH: Route = Route {
+    path: "/watch/{stream}",
+    label: "watch",
+};
+const ASSET: Route = Route {
+    path: "/assets/{file}",
+    label: "asset",
+};
+const HEALTHZ: Route = Route {
+    path: "/healthz",
+    label: "healthz",
+};
+const METRICS: Route = Route {
+    path: "/metrics",
+    label: "metrics",
+};
+const PLAYLIST: Route = Route {
+    path: "/live/{stream}/index.m3u8",
+    label: "playlist",
+};
+const LL_PLAYLIST: Route = Route {
+    path: "/live/{stream}/ll.m3u8",
+    label: "ll_playlist",
+};
+const SEGMENT: Route = Route {
+    path: "/live/{stream}/{segment}",
+    label: "segment",
+};
+/// The route table, written once: [`app`] routes each, [`route_label`] labels each.
+const ROUTES: [Route; 8] = [
+    INDEX,
+    WATCH,
+    ASSET,
+    HEALTHZ,
+    METRICS,
+    PLAYLIST,
+    LL_PLAYLIST,
+    SEGMENT,
+];
+
 /// The `route` label of a matched path: a fixed set, so label values stay bounded whatever is requested.
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
-    match matched.map(MatchedPath::as_str) {
-        Some("/") => "index",
-        Some("/watch/{stream}") => "watch",
-        Some("/assets/{file}") => "asset",
-        Some("/healthz") => "healthz",
-        Some("/metrics") => "metrics",
-        Some("/live/{stream}/index.m3u8") => "playlist",
-        Some("/live/{stream}/ll.m3u8") => "ll_playlist",
-        Some("/live/{stream}/{segment}") => "segment",
-        _ => OTHER_ROUTE,
-    }
+    let matched = matched.map(MatchedPath::as_str);
+    ROUTES
+        .iter()
+        .find(|r| Some(r.path) == matched)
+        .map_or(OTHER_ROUTE, |r| r.label)
 }
 
 /// Counts every request by route and status, the body bytes sent, and the client as a viewer of the
@@ -434,6 +479,12 @@ fn canonical(digits: &str) -> Option<u64> {
 }
 
 /// How to answer a `Range` header (RFC 9110 section 14).
+///
+/// Parsed here rather than with `http-range-header` (which media's recordings use through tower-http's
+/// `ServeFile`): that crate answers a suffix longer than the segment (`bytes=-5000` of 1000 bytes) with
+/// 416 where RFC 9110 14.1.2 selects the whole segment, cannot tell a reversed range (`bytes=9-3`,
+/// ignored here) from one past the end (416), and refuses `Bytes=` and leading zeros, all of which the
+/// tests below pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RangeRequest {
     /// Malformed, another unit, or several ranges: send the whole segment (RFC 9110 14.2 allows
@@ -509,6 +560,36 @@ mod tests {
     use common::{CompleteSegment, SegmentMeta};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn every_route_of_the_table_is_routed_and_counted_under_its_label() {
+        let mut labels: Vec<_> = ROUTES.iter().map(|r| r.label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), ROUTES.len(), "labels are unique");
+        let state = AppState::new(Arc::new(Store::new(&StoreConfig {
+            cache_bytes: 1 << 20,
+            segment_ttl: Duration::from_secs(60),
+            window_segments: 3,
+        })));
+        for r in ROUTES {
+            let uri = r
+                .path
+                .replace("{stream}", "cam")
+                .replace("{file}", "x.js")
+                .replace("{segment}", "1.ts");
+            let req = Request::get(uri.as_str())
+                .body(Body::empty())
+                .expect("request");
+            let _ = app(state.clone()).oneshot(req).await.expect("response");
+            assert!(
+                state.telemetry.http.routes().contains(&r.label),
+                "{uri} not counted as {}",
+                r.label
+            );
+        }
+        assert!(!state.telemetry.http.routes().contains(&OTHER_ROUTE));
+    }
 
     const SEQ: u64 = 17_000_000_003;
 

@@ -1,8 +1,9 @@
 //! `cdn-edge`: consumes the LiveDTO topic into memory and serves HLS to viewers.
 //!
 //! The library holds every piece so tests can drive them without a broker or a socket:
-//! [`playlist`] (pure RFC 8216 rendering), [`ll`] (the low-latency playlist, RFC 8216bis), [`store`] (segment cache and per-stream state), [`consumer`]
-//! (Kafka records -> reassembled segments -> store), [`http`] (the viewer-facing router), [`watch`] (the
+//! [`playlist`] (pure RFC 8216 rendering), [`ll`] (the low-latency playlist, RFC 8216bis), [`store`] (segment cache and per-stream state), [`kafka`]
+//! (Kafka records -> reassembled segments -> store, in layers: poll loop, pure ingest step, the shell
+//! applying it, assignment, start offsets, silence verdict), [`http`] (the viewer-facing router), [`watch`] (the
 //! browser pages and player assets), [`metrics`] (Prometheus exposition), [`viewers`] (bounded concurrent
 //! viewer counting) and [`config`].
 //! The binary (`main.rs`) only wires them together.
@@ -10,8 +11,8 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod consumer;
 pub mod http;
+pub mod kafka;
 pub mod ll;
 pub mod metrics;
 pub mod playlist;

@@ -7,8 +7,8 @@
 //! their parts), parts as `<seq>.<part>.m4s`, init segments as `init-<id>.mp4`.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::fmt::Write as _;
 
+use common::hls::{self, MediaPlaylist, Millis, ServerControl};
 use common::{PartMeta, StreamEnd};
 
 /// Parts are listed for the segments that start within this many target durations of the playlist's
@@ -169,14 +169,13 @@ impl LlPlaylist {
         PartOutcome::Added
     }
 
-    /// Applies a broadcast's end (same rule as the plain playlist); returns whether it changed.
+    /// Applies a broadcast's end ([`hls::ends_newest`], as the plain playlist); returns whether it
+    /// changed.
     pub fn end(&mut self, end: &StreamEnd) -> bool {
         let Some(last) = self.segments.back_mut() else {
             return false;
         };
-        let ends_ours = end.broadcast == last.broadcast
-            || end.last_seq.is_some_and(|last_seq| last_seq >= last.seq);
-        if ends_ours && !self.ended {
+        if hls::ends_newest(end, &last.broadcast, last.seq) && !self.ended {
             // Nothing more will come: the open segment is as complete as it will get.
             last.complete = true;
             self.ended = true;
@@ -248,12 +247,10 @@ impl LlPlaylist {
         })
     }
 
-    /// Renders the playlist (RFC 8216bis section 4, version 6 for `EXT-X-MAP`).
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(400 + 120 * self.segments.len());
-        let Some(first) = self.segments.front() else {
-            return out;
-        };
+    /// The playlist as the HLS model (RFC 8216bis section 4, version 6 for `EXT-X-MAP`); `None` while
+    /// no segment is listed.
+    pub fn to_hls(&self) -> Option<MediaPlaylist> {
+        let first = self.segments.front()?;
         let target = self.target_duration();
         let part_target_ms = self
             .segments
@@ -264,18 +261,6 @@ impl LlPlaylist {
             .max()
             .unwrap_or(1)
             .max(1);
-        let _ = write!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:{target}\n\
-             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={}\n\
-             #EXT-X-PART-INF:PART-TARGET={}\n#EXT-X-MEDIA-SEQUENCE:{}\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:{}\n#EXT-X-MAP:URI=\"init-{}.mp4\"\n",
-            secs(part_target_ms * PART_HOLD_BACK_PARTS),
-            secs(part_target_ms),
-            first.seq,
-            first.disc_seq,
-            first.init,
-        );
         // Parts are listed for the segments that start within three target durations of the end
         // (so none of their parts is further away), the last three at most. A preload hint for part 0
         // of the next segment opens that segment for hls-parser, so it counts as one of the three.
@@ -290,50 +275,63 @@ impl LlPlaylist {
             }
             listed_from = i;
         }
-        let mut prev_init = first.init;
-        for (i, s) in self.segments.iter().enumerate() {
-            if i > 0 {
-                if s.discontinuity {
-                    out.push_str("#EXT-X-DISCONTINUITY\n");
+        let mut prev_init = None;
+        let segments = self
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let map = (prev_init != Some(s.init)).then(|| format!("init-{}.mp4", s.init));
+                prev_init = Some(s.init);
+                // An ended playlist lists whole segments only. Its parts would add nothing (every
+                // segment is complete), and hls.js 1.7.4, which plays parts up to the end and then
+                // reads #EXT-X-ENDLIST, never loads a final part it has not fetched yet, so the video
+                // stalls a frame before the end instead of ending; with whole segments it loads the
+                // rest.
+                let parts = if i >= listed_from && !self.ended {
+                    s.parts
+                        .iter()
+                        .enumerate()
+                        .map(|(k, p)| hls::Part {
+                            uri: format!("{}.{k}.m4s", s.seq),
+                            duration: Millis(p.duration_ms),
+                            independent: p.independent,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                hls::Segment {
+                    uri: format!("{}.mp4", s.seq),
+                    duration: s.complete.then(|| Millis(s.duration_ms())),
+                    discontinuity: s.discontinuity,
+                    map,
+                    parts,
                 }
-                if s.init != prev_init {
-                    let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{}.mp4\"", s.init);
-                    prev_init = s.init;
-                }
-            }
-            // An ended playlist lists whole segments only. Its parts would add nothing (every
-            // segment is complete), and hls.js 1.7.4, which plays parts up to the end and then reads
-            // #EXT-X-ENDLIST, never loads a final part it has not fetched yet, so the video stalls a
-            // frame before the end instead of ending; with whole segments it loads the rest.
-            if i >= listed_from && !self.ended {
-                for (k, p) in s.parts.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "#EXT-X-PART:DURATION={},URI=\"{}.{k}.m4s\"{}",
-                        secs(p.duration_ms),
-                        s.seq,
-                        if p.independent {
-                            ",INDEPENDENT=YES"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-            }
-            if s.complete {
-                let _ = write!(out, "#EXTINF:{},\n{}.mp4\n", secs(s.duration_ms()), s.seq);
-            }
-        }
-        if let Some((seq, part)) = self.next_part() {
-            let _ = writeln!(
-                out,
-                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{seq}.{part}.m4s\""
-            );
-        }
-        if self.ended {
-            out.push_str("#EXT-X-ENDLIST\n");
-        }
-        out
+            })
+            .collect();
+        Some(MediaPlaylist {
+            version: 6,
+            target_duration: target,
+            server_control: Some(ServerControl {
+                can_block_reload: true,
+                part_hold_back: Millis(part_target_ms * PART_HOLD_BACK_PARTS),
+            }),
+            part_target: Some(Millis(part_target_ms)),
+            media_sequence: first.seq,
+            discontinuity_sequence: Some(first.disc_seq),
+            segments,
+            preload_hint: self
+                .next_part()
+                .map(|(seq, part)| format!("{seq}.{part}.m4s")),
+            ended: self.ended,
+            ..MediaPlaylist::default()
+        })
+    }
+
+    /// Renders the playlist text (empty while no segment is listed).
+    pub fn render(&self) -> String {
+        self.to_hls().map(|p| p.render()).unwrap_or_default()
     }
 }
 
@@ -346,11 +344,6 @@ fn seconds_to_ms(s: f64) -> u64 {
     } else {
         ms.min(86_400_000.0) as u64
     }
-}
-
-/// Milliseconds as decimal seconds with three digits.
-fn secs(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
 #[cfg(test)]
@@ -425,12 +418,19 @@ mod tests {
         let mut durations = Vec::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("#EXT-X-PART:DURATION=") {
-                let d: f64 = rest.split(',').next().unwrap().parse().unwrap();
-                segments.last_mut().unwrap().push(durations.len() as u64);
+                let d: f64 = rest
+                    .split(',')
+                    .next()
+                    .and_then(|d| d.parse().ok())
+                    .expect("duration");
+                segments
+                    .last_mut()
+                    .expect("one")
+                    .push(durations.len() as u64);
                 durations.push(seconds_to_ms(d));
             } else if let Some(rest) = line.strip_prefix("#EXTINF:") {
-                let d: f64 = rest.trim_end_matches(',').parse().unwrap();
-                if segments.last().unwrap().is_empty() {
+                let d: f64 = rest.trim_end_matches(',').parse().expect("duration");
+                if segments.last().expect("one").is_empty() {
                     durations.push(seconds_to_ms(d));
                 }
                 segments.push(Vec::new());

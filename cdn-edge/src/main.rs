@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cdn_edge::config::{Args, Config};
-use cdn_edge::consumer::{Consumer, ConsumerSettings, Lookback};
 use cdn_edge::http::{app, AppState};
+use cdn_edge::kafka::{Consumer, ConsumerSettings, Lookback};
 use cdn_edge::metrics::Telemetry;
 use cdn_edge::store::{self, Store, StoreConfig};
 use clap::Parser;
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(config.log_json);
+    service::init_tracing(config.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -55,22 +55,6 @@ fn main() -> ExitCode {
             eprintln!("cdn-edge: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr, coloured only on a terminal so files and log shippers get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -99,7 +83,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     .context("building the Kafka consumer (check --kafka-option)")?;
 
     let state = AppState {
-        telemetry: Arc::new(Telemetry::with_lag(consumer.lag())),
+        telemetry: Arc::new(Telemetry {
+            ingest: consumer.ingest_stats(),
+            ..Telemetry::with_lag(consumer.lag())
+        }),
         ..AppState::new(store.clone())
     };
     if state.hls_js.is_none() {
@@ -119,11 +106,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            shutdown_signal().await;
+            service::shutdown_signal().await;
             info!("shutdown requested");
             cancel.cancel();
             // A second signal forces the exit.
-            shutdown_signal().await;
+            service::shutdown_signal().await;
             error!("second signal: exiting now");
             std::process::exit(130);
         }
@@ -164,16 +151,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("cdn-edge stopped");
     served
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

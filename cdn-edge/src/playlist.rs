@@ -7,8 +7,8 @@
 //! arrival times or counters.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
+use common::hls::{self, MediaPlaylist, Millis};
 use common::{SegmentMeta, StreamEnd};
 
 /// Longest `#EXTINF` rendered, in milliseconds. A bogus duration from a broken origin is clamped rather
@@ -33,10 +33,6 @@ pub struct Playlist {
     window: usize,
     segments: VecDeque<SegmentMeta>,
     ended: bool,
-    /// Added to every segment's `disc_seq` when rendering. A new origin process numbers discontinuities
-    /// from 0 again, so after its window restart the rendered number would repeat or go backwards;
-    /// this keeps it rising for players that watched across the restart (see [`Playlist::push`]).
-    disc_shift: u64,
 }
 
 impl Playlist {
@@ -47,7 +43,6 @@ impl Playlist {
             window,
             segments: VecDeque::with_capacity(window),
             ended: false,
-            disc_shift: 0,
         }
     }
 
@@ -90,20 +85,13 @@ impl Playlist {
     /// Adds a complete segment. Segments of a stream arrive in sequence order (one partition), so
     /// anything at or below the last number is a redelivery and is ignored.
     ///
-    /// A segment that starts a new timeline after a gap (a new origin process took the name) must
-    /// render a discontinuity number above the previous segment's; if the origin's own number does
-    /// not rise (it counts from 0 per process), the difference is carried in `disc_shift`. An edge
-    /// that never saw the older broadcast has no shift: playlists of warm and cold edges then differ in
-    /// that one number until the origin's own numbers pass the shift, the price of never going
-    /// backwards for a player that watched across the restart.
+    /// The discontinuity numbers are rendered as given: a new origin process that counts them from 0
+    /// again is moved on before the segment gets here, once for both renditions
+    /// (`crate::renumber`), so this playlist and the low-latency one always agree.
     pub fn push(&mut self, meta: SegmentMeta) -> SegmentOutcome {
         let outcome = match self.segments.back() {
             Some(last) if meta.seq <= last.seq => return SegmentOutcome::Duplicate,
             Some(last) if meta.seq != last.seq + 1 => {
-                let previous = last.disc_seq + self.disc_shift;
-                if meta.discontinuity && meta.disc_seq + self.disc_shift <= previous {
-                    self.disc_shift = previous + 1 - meta.disc_seq;
-                }
                 // Segments in between never reached us; listing them side by side would promise
                 // players a continuous sequence that does not exist.
                 self.segments.clear();
@@ -120,58 +108,50 @@ impl Playlist {
         outcome
     }
 
-    /// Applies a broadcast's end; returns whether the playlist changed.
-    ///
-    /// It ends the playlist when it names the broadcast of the newest segment, or when it names another
-    /// broadcast whose last segment is at or after our newest (ours is then certainly over too).
+    /// Applies a broadcast's end ([`hls::ends_newest`]); returns whether the playlist changed.
     pub fn end(&mut self, end: &StreamEnd) -> bool {
         let Some(last) = self.segments.back() else {
             return false;
         };
-        let ends_ours = end.broadcast == last.broadcast
-            || end.last_seq.is_some_and(|last_seq| last_seq >= last.seq);
-        if ends_ours && !self.ended {
+        if hls::ends_newest(end, &last.broadcast, last.seq) && !self.ended {
             self.ended = true;
             return true;
         }
         false
     }
 
-    /// Renders the playlist text (RFC 8216 section 4, version 3).
+    /// The playlist as the HLS model (RFC 8216 section 4, version 3).
+    pub fn to_hls(&self) -> MediaPlaylist {
+        // The sequence numbers are the first segment's own (see `common::hls` for the discontinuity
+        // rule); hls.js refuses a reload that renumbers a segment it already has.
+        let (media_sequence, disc_seq) = self
+            .segments
+            .front()
+            .map_or((0, 0), |first| (first.seq, first.disc_seq));
+        MediaPlaylist {
+            version: 3,
+            target_duration: self.target_duration(),
+            media_sequence,
+            discontinuity_sequence: Some(disc_seq),
+            segments: self
+                .segments
+                .iter()
+                .map(|s| {
+                    hls::Segment::new(
+                        format!("{}.ts", s.seq),
+                        Millis(extinf_ms(s.duration)),
+                        s.discontinuity,
+                    )
+                })
+                .collect(),
+            ended: self.ended,
+            ..MediaPlaylist::default()
+        }
+    }
+
+    /// Renders the playlist text.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(160 + 48 * self.segments.len());
-        let target = self.target_duration();
-        // RFC 8216 4.3.3.3/6.2.2: the sequence is the first segment's own discontinuity number. Its
-        // DISCONTINUITY tag is not rendered, which counts as removing it, so the number already includes
-        // it. A player then numbers every segment as its `disc_seq` (sequence + tags before it) however
-        // the window slides; hls.js refuses a reload that renumbers a segment it already has.
-        let (media_seq, disc_seq) = match self.segments.front() {
-            Some(first) => (first.seq, first.disc_seq + self.disc_shift),
-            None => (0, 0),
-        };
-        // Writing into a String cannot fail.
-        let _ = write!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n\
-             #EXT-X-MEDIA-SEQUENCE:{media_seq}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n"
-        );
-        for (i, s) in self.segments.iter().enumerate() {
-            if s.discontinuity && i > 0 {
-                out.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            let ms = extinf_ms(s.duration);
-            let _ = write!(
-                out,
-                "#EXTINF:{}.{:03},\n{}.ts\n",
-                ms / 1000,
-                ms % 1000,
-                s.seq
-            );
-        }
-        if self.ended {
-            out.push_str("#EXT-X-ENDLIST\n");
-        }
-        out
+        self.to_hls().render()
     }
 }
 
@@ -258,46 +238,18 @@ mod tests {
     }
 
     #[test]
-    fn a_new_origin_process_never_takes_the_discontinuity_sequence_backwards() {
+    fn discontinuity_numbers_are_rendered_as_given() {
+        // Moving a new origin process's numbers on is `renumber`'s job, for both renditions at once;
+        // the playlist renders what it is given, across a gap too.
         let mut p = Playlist::new(6);
-        // The old process had republished twice: its segments carry disc_seq 3.
-        for seq in 100..103 {
-            let mut s = seg(seq, "old");
-            s.disc_seq = 3;
-            s.discontinuity = seq == 100;
-            p.push(s);
-        }
-        assert!(p.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:3\n"));
-        // A new process counts from 0: its first broadcast's segments carry 1.
-        let mut first = seg(5_000, "new");
-        first.disc_seq = 1;
-        first.discontinuity = true;
-        assert_eq!(p.push(first), SegmentOutcome::WindowRestarted);
-        let mut next = seg(5_001, "new");
-        next.disc_seq = 1;
-        p.push(next);
-        let text = p.render();
-        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{text}");
-        // Its next republish keeps counting up from there, inside the window as a tag.
-        let mut again = seg(5_002, "newer");
-        again.disc_seq = 2;
-        again.discontinuity = true;
-        p.push(again);
-        let text = p.render();
-        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{text}");
-        assert!(
-            text.contains("#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n5002.ts\n"),
-            "{text}"
-        );
-        // A gap inside one broadcast (segments lost upstream) is no new timeline: no shift.
-        let mut cold = Playlist::new(6);
-        let mut a = seg(1, "b");
-        a.disc_seq = 1;
-        cold.push(a);
-        let mut b = seg(9, "b");
+        let mut a = seg(1, "old");
+        a.disc_seq = 3;
+        p.push(a);
+        let mut b = seg(9, "new");
         b.disc_seq = 1;
-        cold.push(b);
-        assert!(cold.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
+        b.discontinuity = true;
+        assert_eq!(p.push(b), SegmentOutcome::WindowRestarted);
+        assert!(p.render().contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Counters shared by the consumer, the store and the `/metrics` endpoint.
+//! Counters shared by the consumer, the store and the `/metrics` endpoint (the ingest step keeps its
+//! own: `crate::kafka::IngestStats`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,22 +8,12 @@ use std::time::Duration;
 
 /// Monotonic counters (plus one gauge), updated with relaxed atomics: they are for observation only and
 /// never order other memory accesses.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
-    /// Kafka records handed to the ingest path.
-    pub records: AtomicU64,
     /// Complete, verified segments added to a playlist and the cache.
     pub segments_stored: AtomicU64,
     /// Complete segments ignored because their sequence number was already covered.
     pub segments_duplicate: AtomicU64,
-    /// Records dropped because their metadata was missing, malformed, of another schema version, or
-    /// named an invalid stream.
-    pub bad_messages: AtomicU64,
-    /// Segment chunks refused by reassembly (inconsistent, checksum mismatch, too large, or the start of
-    /// the segment was never seen).
-    pub rejected_chunks: AtomicU64,
-    /// Incomplete segments dropped by reassembly to stay within its memory bounds.
-    pub reassembly_evictions: AtomicU64,
     /// Live playlists ended because their origin went silent (no stream end arrived).
     pub streams_ended_silent: AtomicU64,
     /// Times a partition's next record had been deleted by retention before this edge read it, and the
@@ -63,59 +54,34 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A Prometheus histogram over [`LATENCY_BUCKETS`], lock-free. The sum is kept in microseconds so it
-/// can be an integer atomic.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+/// A latency histogram in seconds over [`LATENCY_BUCKETS`] (the `prometheus` crate's: lock-free, and
+/// shared by cloning); observe it with [`observe`].
+pub type Histogram = prometheus::Histogram;
+
+/// Records one latency.
+pub fn observe(histogram: &Histogram, value: Duration) {
+    histogram.observe(value.as_secs_f64());
 }
 
-/// A consistent-enough copy of a [`Histogram`] for rendering.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// `(upper bound, cumulative count)` per bucket, `+Inf` last.
-    pub cumulative: Vec<(f64, u64)>,
-    /// Sum of observations in seconds.
-    pub sum_seconds: f64,
-    /// Number of observations.
-    pub count: u64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, value: Duration) {
-        let secs = value.as_secs_f64();
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        if let Some(bucket) = self.buckets.get(slot) {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The buckets made cumulative, as the exposition format wants them. The count is taken as the
-    /// `+Inf` bucket so the two always agree even while observations race with the read.
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut running = 0;
-        let mut cumulative = Vec::with_capacity(self.buckets.len());
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            running += bucket.load(Ordering::Relaxed);
-            cumulative.push((
-                LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
-                running,
-            ));
-        }
-        HistogramSnapshot {
-            cumulative,
-            sum_seconds: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            count: running,
+impl Default for Stats {
+    fn default() -> Self {
+        let latency = |name: &str, help: &str| service::histogram(name, help, &LATENCY_BUCKETS);
+        Self {
+            segments_stored: AtomicU64::default(),
+            segments_duplicate: AtomicU64::default(),
+            streams_ended_silent: AtomicU64::default(),
+            retention_skips: AtomicU64::default(),
+            partitions_assigned: AtomicU64::default(),
+            cache_hits: AtomicU64::default(),
+            cache_misses: AtomicU64::default(),
+            availability_latency: latency(
+                "cdn_edge_segment_availability_latency_seconds",
+                "Time from the origin closing a segment (closed_at_ms) to this edge listing it; negative clock skew counts as 0.",
+            ),
+            part_availability_latency: latency(
+                "cdn_edge_part_availability_latency_seconds",
+                "Time from the origin closing an LL-HLS part (closed_at_ms) to this edge listing it; negative clock skew counts as 0.",
+            ),
         }
     }
 }
@@ -151,21 +117,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_inclusive() {
-        let h = Histogram::default();
+    fn latency_buckets_are_inclusive() {
+        let stats = Stats::default();
+        let h = &stats.availability_latency;
         for ms in [0, 5, 6, 40, 1000, 60_000] {
-            h.observe(Duration::from_millis(ms));
+            observe(h, Duration::from_millis(ms));
         }
-        let s = h.snapshot();
-        assert_eq!(s.count, 6);
-        assert_eq!(s.cumulative.len(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(h.get_sample_count(), 6);
+        let text = {
+            let x = service::Scrape::new();
+            x.add(h.clone());
+            x.render()
+        };
+        let name = "cdn_edge_segment_availability_latency_seconds";
         // `le` is inclusive: 5 ms falls in the 0.005 bucket.
-        assert_eq!(s.cumulative[0], (0.005, 2));
-        assert_eq!(s.cumulative[1], (0.01, 3));
-        assert_eq!(s.cumulative[3], (0.05, 4));
-        assert_eq!(s.cumulative[7], (1.0, 5));
-        assert_eq!(s.cumulative[11], (30.0, 5));
-        assert_eq!(s.cumulative[12], (f64::INFINITY, 6));
-        assert!((s.sum_seconds - 61.051).abs() < 1e-9, "{}", s.sum_seconds);
+        for (le, n) in [
+            ("0.005", 2),
+            ("0.01", 3),
+            ("0.05", 4),
+            ("1", 5),
+            ("30", 5),
+            ("+Inf", 6),
+        ] {
+            let line = format!("{name}_bucket{{le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        assert!((h.get_sample_sum() - 61.051).abs() < 1e-9);
     }
 }

@@ -804,7 +804,7 @@ mod renumber_tests {
                 Inserted::Appended
             );
         }
-        let ts = String::from_utf8(s.playlist("cam").unwrap().to_vec()).unwrap();
+        let ts = String::from_utf8(s.playlist("cam").expect("listed").to_vec()).expect("utf8");
         assert!(ts.contains("#EXT-X-MEDIA-SEQUENCE:17961619135\n"), "{ts}");
         assert!(
             ts.contains("17961619136.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n17961619137.ts\n"),
@@ -817,7 +817,7 @@ mod renumber_tests {
             s.segment("cam", 17_961_619_137).as_deref(),
             Some(&[(new % 251) as u8; 3][..])
         );
-        let ll = String::from_utf8(s.ll_playlist("cam").unwrap().to_vec()).unwrap();
+        let ll = String::from_utf8(s.ll_playlist("cam").expect("listed").to_vec()).expect("utf8");
         assert!(
             ll.contains("#EXT-X-MAP:URI=\"init-17961619137.mp4\""),
             "{ll}"
@@ -835,7 +835,7 @@ mod renumber_tests {
             ended_at_ms: 0,
             last_seq: Some(new + 1),
         }));
-        let ts = String::from_utf8(s.playlist("cam").unwrap().to_vec()).unwrap();
+        let ts = String::from_utf8(s.playlist("cam").expect("listed").to_vec()).expect("utf8");
         assert!(ts.ends_with("17961619138.ts\n#EXT-X-ENDLIST\n"), "{ts}");
         // Forgotten streams start over with the origin's numbers.
         assert_eq!(s.sweep_at(Instant::now() + Duration::from_secs(121)), 1);
@@ -844,7 +844,80 @@ mod renumber_tests {
             s.insert_segment(segment("newer", new + 2, new + 2, true)),
             Inserted::FirstOfStream
         );
-        let ts = String::from_utf8(s.playlist("cam").unwrap().to_vec()).unwrap();
+        let ts = String::from_utf8(s.playlist("cam").expect("listed").to_vec()).expect("utf8");
         assert!(ts.contains("#EXT-X-MEDIA-SEQUENCE:60000002\n"), "{ts}");
+    }
+
+    /// Discontinuity number of every segment URI in `text`, as a player counts them (the sequence plus
+    /// the DISCONTINUITY tags before it), keyed by media sequence number.
+    fn player_disc_numbers(text: &str) -> Vec<(u64, u64)> {
+        let mut number = 0;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+                number = v.parse().expect("number");
+            } else if line == "#EXT-X-DISCONTINUITY" {
+                number += 1;
+            } else if let Some(seq) = line
+                .strip_suffix(".ts")
+                .or_else(|| line.strip_suffix(".mp4"))
+                .and_then(|s| s.parse().ok())
+            {
+                out.push((seq, number));
+            }
+        }
+        out
+    }
+
+    /// A new origin process numbers higher (a gap) but counts discontinuities from 0 again: both
+    /// renditions move its numbers on past the old ones, by the same amount, so a player switching
+    /// between them (or a check comparing them) sees one numbering.
+    #[test]
+    fn both_renditions_agree_on_discontinuity_numbers_after_an_origin_restart() {
+        let s = store();
+        let old = 100;
+        s.insert_init(&init("old", old), Bytes::from_static(b"i"));
+        for seq in old..old + 3 {
+            for k in 0..2 {
+                s.insert_part(&part("old", seq, k, 3, old), Bytes::from_static(b"p"));
+            }
+            s.insert_segment(segment("old", seq, 3, seq == old));
+        }
+        let new = 5_000;
+        s.insert_init(&init("new", new), Bytes::from_static(b"j"));
+        for seq in new..new + 3 {
+            for k in 0..2 {
+                s.insert_part(&part("new", seq, k, 1, new), Bytes::from_static(b"q"));
+            }
+            let inserted = s.insert_segment(segment("new", seq, 1, seq == new));
+            let expected = if seq == new {
+                Inserted::WindowRestarted
+            } else {
+                Inserted::Appended
+            };
+            assert_eq!(inserted, expected);
+        }
+        let ts = String::from_utf8(s.playlist("cam").expect("listed").to_vec()).expect("utf8");
+        let ll = String::from_utf8(s.ll_playlist("cam").expect("listed").to_vec()).expect("utf8");
+        assert!(ts.contains("#EXT-X-MEDIA-SEQUENCE:5000\n"), "{ts}");
+        assert!(ts.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{ts}");
+        assert!(ll.contains("#EXT-X-MEDIA-SEQUENCE:5000\n"), "{ll}");
+        assert!(ll.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"), "{ll}");
+        let ts_numbers = player_disc_numbers(&ts);
+        let ll_numbers = player_disc_numbers(&ll);
+        assert_eq!(ts_numbers.len(), 3, "{ts}");
+        assert_eq!(ts_numbers, ll_numbers, "{ts}\n{ll}");
+        // A republish on the new process counts on from there in both.
+        for k in 0..2 {
+            let mut p = part("newer", new + 3, k, 2, new);
+            p.discontinuity = k == 0;
+            s.insert_part(&p, Bytes::from_static(b"r"));
+        }
+        s.insert_segment(segment("newer", new + 3, 2, true));
+        let ts = String::from_utf8(s.playlist("cam").expect("listed").to_vec()).expect("utf8");
+        let ll = String::from_utf8(s.ll_playlist("cam").expect("listed").to_vec()).expect("utf8");
+        let ts_numbers = player_disc_numbers(&ts);
+        assert_eq!(ts_numbers.last(), Some(&(new + 3, 5)), "{ts}");
+        assert_eq!(ts_numbers, player_disc_numbers(&ll), "{ts}\n{ll}");
     }
 }

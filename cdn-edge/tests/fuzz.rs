@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cdn_edge::consumer::{Ingest, ReassemblyLimits};
+use cdn_edge::kafka::apply::Apply;
+use cdn_edge::kafka::{Ingest, ReassemblyLimits, Record};
 use cdn_edge::store::{Store, StoreConfig};
 use common::fuzz::{self, Target};
 use common::{
@@ -87,19 +88,19 @@ fn ingest(data: &[u8]) -> Arc<Store> {
             window_segments: 6,
         }));
         // Small bounds so that eviction of never-completed segments is exercised too.
-        let mut ingest = Ingest::new(
-            store.clone(),
-            ReassemblyLimits {
-                max_bytes: 4096,
-                max_segments: 2,
-            },
-        );
+        let mut ingest = Ingest::new(ReassemblyLimits {
+            max_bytes: 4096,
+            max_segments: 2,
+        });
+        let mut apply = Apply::new(store.clone());
         for (partition, header, value) in records(data) {
-            ingest.record(
+            let record = Record {
                 partition,
-                (!header.is_empty()).then_some(&header[..]),
-                &value,
-            );
+                offset: 0,
+                header: (!header.is_empty()).then_some(&header[..]),
+                value: &value,
+            };
+            apply.record(&mut ingest, record);
         }
         for summary in store.streams() {
             let _ = store.playlist(&summary.name);

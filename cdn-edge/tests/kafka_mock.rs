@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cdn_edge::consumer::{Consumer, ConsumerSettings};
+use cdn_edge::kafka::{Consumer, ConsumerSettings, IngestStats};
 use cdn_edge::stats::Stats;
 use cdn_edge::store::{Store, StoreConfig};
 use common::{
@@ -84,6 +84,8 @@ fn produce_segment(producer: &BaseProducer, partition: i32, stream: &str, seq: u
 }
 
 struct Running {
+    /// The consumer's ingest counters.
+    ingest: Arc<IngestStats>,
     cancel: CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
@@ -109,12 +111,14 @@ fn start(bootstrap: &str, store: &Arc<Store>) -> Running {
 
 fn start_with(settings: ConsumerSettings, store: &Arc<Store>) -> Running {
     let consumer = Consumer::new(settings).expect("consumer");
+    let ingest = consumer.ingest_stats();
     let cancel = CancellationToken::new();
     let thread = std::thread::spawn({
         let (store, cancel) = (store.clone(), cancel.clone());
         move || consumer.run(store, cancel)
     });
     Running {
+        ingest,
         cancel,
         thread: Some(thread),
     }
@@ -187,7 +191,7 @@ fn consumes_every_partition_of_a_topic_created_after_start() {
             .playlist("cam")
             .is_some_and(|p| p.ends_with(b"#EXT-X-ENDLIST\n"))
     });
-    assert_eq!(Stats::get(&store.stats().bad_messages), 1);
+    assert_eq!(Stats::get(&running.ingest.bad_messages), 1);
     let text = String::from_utf8(store.playlist("cam").expect("known").to_vec()).expect("utf8");
     assert!(text.contains(&format!("\n{}.ts\n", first + 2)), "{text}");
 
@@ -211,7 +215,7 @@ fn bad_records_through_kafka_are_counted_dropped_and_never_served() {
         segment_ttl: Duration::from_secs(60),
         window_segments: 20,
     }));
-    let _running = start(&bootstrap, &store);
+    let running = start(&bootstrap, &store);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .create()
@@ -223,7 +227,7 @@ fn bad_records_through_kafka_are_counted_dropped_and_never_served() {
         std::thread::sleep(Duration::from_millis(100));
         store.playlist("cam").is_some()
     });
-    let stats = store.stats();
+    let stats = running.ingest.clone();
     let (bad0, rejected0) = (
         Stats::get(&stats.bad_messages),
         Stats::get(&stats.rejected_chunks),

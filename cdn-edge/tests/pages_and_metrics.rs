@@ -266,10 +266,10 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
 async fn metrics_count_requests_bytes_cache_viewers_lag_and_latency() {
     let store = store();
     for ms in [12, 30, 2_000] {
-        store
-            .stats()
-            .availability_latency
-            .observe(Duration::from_millis(ms));
+        cdn_edge::stats::observe(
+            &store.stats().availability_latency,
+            Duration::from_millis(ms),
+        );
     }
     let lag = Arc::new(ConsumerLag::default());
     lag.replace(BTreeMap::from([(0, 0), (1, 42)]));

@@ -3,12 +3,14 @@
 //! A record's key is the stream name (so one stream's records stay ordered in one partition), its value is
 //! raw media bytes (a chunk of an MPEG-TS segment, or empty for control messages), and its metadata is one
 //! JSON record header, [`message::META_HEADER`], so a consumer in any language can read it.
-//! This crate does no I/O: it defines the messages, their encoding, chunking and reassembly.
+//! This crate does no I/O: it defines the messages, their encoding, chunking and reassembly, and the HLS
+//! media playlist model both binaries render ([`hls`]).
 
 pub mod chunking;
 /// Stable-toolchain mutation fuzzer for other crates' tests.
 #[cfg(any(test, feature = "test-util"))]
 pub mod fuzz;
+pub mod hls;
 pub mod message;
 pub mod partition;
 pub mod reassembly;

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{mpsc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -395,19 +395,21 @@ impl Broker {
 
     /// Waits until every partition of the topic has a leader and all `replicas` in sync.
     pub fn wait_in_sync(&self, replicas: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let mut last = None;
+        crate::poll(timeout, Duration::from_millis(200), || {
             let ok = self.metadata().map(|parts| {
                 !parts.is_empty() && parts.iter().all(|&(_, l, isr)| l >= 0 && isr >= replicas)
             });
-            match ok {
-                Ok(true) => return Ok(()),
-                _ if Instant::now() > deadline => {
-                    bail!("{} not fully in sync after {timeout:?}: {ok:?}", self.topic)
-                }
-                _ => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
+            let done = matches!(ok, Ok(true));
+            last = Some(ok);
+            done.then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{} not fully in sync after {timeout:?}: {last:?}",
+                self.topic
+            )
+        })
     }
 
     /// (leader id, in-sync replica count) of `partition`.
@@ -467,20 +469,20 @@ impl Broker {
             topic = topic.set(k, v);
         }
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let mut error = String::new();
+        crate::poll(Duration::from_secs(60), Duration::from_millis(250), || {
             let result = futures::executor::block_on(admin.create_topics([&topic], &opts));
-            let error = match result.as_deref() {
-                Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => break,
+            error = match result.as_deref() {
+                Ok([Ok(_)]) | Ok([Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => {
+                    return Some(())
+                }
                 Ok([Err((_, code))]) => code.to_string(),
                 Ok(other) => format!("unexpected answer {other:?}"),
                 Err(e) => e.to_string(),
             };
-            if Instant::now() > deadline {
-                bail!("creating topic {} failed: {error}", self.topic);
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+            None
+        })
+        .with_context(|| format!("creating topic {} failed: {error}", self.topic))?;
         self.wait_in_sync(1, Duration::from_secs(30))
     }
 }

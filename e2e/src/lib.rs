@@ -135,36 +135,25 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("{} did not exit within {timeout:?} of SIGTERM", self.name)
+        poll_result(timeout, Duration::from_millis(50), || {
+            Ok(self.child.try_wait()?)
+        })?
+        .with_context(|| format!("{} did not exit within {timeout:?} of SIGTERM", self.name))
     }
 
     /// Waits for a natural exit (bounded).
     pub fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!("{} still running after {timeout:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        poll_result(timeout, Duration::from_millis(50), || {
+            Ok(self.child.try_wait()?)
+        })?
+        .with_context(|| format!("{} still running after {timeout:?}", self.name))
     }
 
     /// Waits until the process accepts connections on `addr`; fails early if it exits first.
     pub fn listening(&mut self, addr: SocketAddr, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        poll_result(timeout, Duration::from_millis(50), || {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
+                return Ok(Some(()));
             }
             if let Some(status) = self.child.try_wait()? {
                 let log = self.log_text();
@@ -174,9 +163,9 @@ impl Proc {
                     self.name
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("nothing listening on {addr} after {timeout:?}")
+            Ok(None)
+        })?
+        .with_context(|| format!("nothing listening on {addr} after {timeout:?}"))
     }
 
     /// Whether the process could not bind a port because something else had taken it.
@@ -200,14 +189,11 @@ impl Drop for Proc {
 
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("nothing listening on {addr} after {timeout:?}")
+    poll(timeout, Duration::from_millis(50), || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    })
+    .map(drop)
+    .with_context(|| format!("nothing listening on {addr} after {timeout:?}"))
 }
 
 /// A running `media`.
@@ -402,16 +388,37 @@ pub fn publish(dir: &Path, name: &str, url: &str, p: &Publish) -> Result<Proc> {
     Proc::spawn(name, cmd, dir)
 }
 
-/// Polls `f` every `every` until it returns `Some` or `timeout` passes.
+/// Polls `f` every `every` until it returns `Some` or `timeout` passes (then one last try). Every
+/// wait of the suite goes through this or [`poll_result`]; [`hold`] watches a condition for a while.
 pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_result(timeout, every, || Ok(f())).unwrap_or(None)
+}
+
+/// [`poll`] for a check that can fail: an error ends the wait at once and is returned.
+pub fn poll_result<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = f() {
-            return Some(v);
+        if let Some(v) = f()? {
+            return Ok(Some(v));
         }
         if Instant::now() > deadline {
-            return None;
+            return Ok(None);
         }
         std::thread::sleep(every);
     }
+}
+
+/// Checks `f` every `every` for `duration`: the first error fails it (a condition that must hold for a
+/// while, e.g. a playlist that stays live through an outage).
+pub fn hold(duration: Duration, every: Duration, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        f()?;
+        std::thread::sleep(every);
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One request the manager received.
 #[derive(Debug, Clone)]
@@ -96,14 +96,10 @@ impl Manager {
 
     /// Waits until `n` calls with `call` arrived, or the timeout passes; returns them.
     pub fn wait_for(&self, call: &str, n: usize, timeout: Duration) -> Vec<HookCall> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let got = self.calls_of(call);
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::poll(timeout, Duration::from_millis(50), || {
+            Some(self.calls_of(call)).filter(|got| got.len() >= n)
+        })
+        .unwrap_or_else(|| self.calls_of(call))
     }
 }
 

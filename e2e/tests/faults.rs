@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use e2e::faults::{kill_hard, Proxy};
 use e2e::manager::{Answer, Manager};
 use e2e::playlist::MediaPlaylist;
-use e2e::{get, poll, publish, Broker, Edge, Media, Proc, Publish};
+use e2e::{get, hold, poll, publish, Broker, Edge, Media, Proc, Publish};
 
 const STREAM: &str = "fault-cam";
 /// One-second segments: more segments per second of test, same code paths as the default two.
@@ -117,7 +117,8 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         .filter_map(|s| s.last().copied())
         .collect();
     // Ten seconds of outage, watched: the edges keep serving, never end the playlist, and learn nothing.
-    while down_at.elapsed() < Duration::from_secs(10) {
+    let outage = Duration::from_secs(10).saturating_sub(down_at.elapsed());
+    hold(outage, Duration::from_millis(250), || {
         for edge in [&edge_a, &edge_b] {
             let (_, p) = edge
                 .playlist(STREAM)
@@ -127,8 +128,8 @@ fn broker_outage_loses_no_segment() -> Result<()> {
                 "an edge ended the playlist during the broker outage"
             );
         }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        Ok(())
+    })?;
     let closed_in_outage = closed_seqs(&media.proc.log_text()).len() - closed_before;
     broker.restart(0)?;
     eprintln!(
@@ -322,10 +323,53 @@ fn media_killed_edges_end_the_playlist_and_the_next_publish_continues() -> Resul
         before.discontinuity_sequence,
         after.discontinuity_sequence
     );
+    // Both renditions of one edge give the new process's segments the same discontinuity numbers.
+    let (ts, ll) = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        let numbers = |file| {
+            let r = get(&edge_a.url(STREAM, file)).ok()?;
+            (r.status == 200).then(|| disc_numbers(&String::from_utf8_lossy(&r.body)))
+        };
+        let (ts, ll) = (numbers("index.m3u8")?, numbers("ll.m3u8")?);
+        let shared = ts
+            .iter()
+            .filter(|(seq, _)| *seq > last_before && ll.iter().any(|(s, _)| s == seq))
+            .count();
+        (shared >= 2).then_some((ts, ll))
+    })
+    .context("index.m3u8 and ll.m3u8 should both list the new process's segments")?;
+    for (seq, number) in &ts {
+        if let Some((_, ll_number)) = ll.iter().find(|(s, _)| s == seq) {
+            ensure!(
+                ll_number == number,
+                "segment {seq}: discontinuity {number} in index.m3u8, {ll_number} in ll.m3u8"
+            );
+        }
+    }
     ensure!(ffmpeg2.wait(Duration::from_secs(30))?.success());
     let pl = ended_everywhere(&[&edge_a, &edge_b], STREAM, Duration::from_secs(20))?;
     ensure!(contiguous(&seqs(&pl)), "{pl:?}");
     Ok(())
+}
+
+/// (media sequence number, discontinuity number as a player counts it) of every whole segment of a
+/// TS (`N.ts`) or LL-HLS (`N.mp4`) playlist: the sequence plus the DISCONTINUITY tags before it.
+fn disc_numbers(text: &str) -> Vec<(u64, u64)> {
+    let mut number = 0;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            number = v.parse().unwrap_or(u64::MAX);
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            number += 1;
+        } else if let Some(seq) = line
+            .strip_suffix(".ts")
+            .or_else(|| line.strip_suffix(".mp4"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push((seq, number));
+        }
+    }
+    out
 }
 
 /// The publisher's network path dies (no FIN, no RST): media ends the broadcast within its idle

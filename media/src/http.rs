@@ -118,8 +118,7 @@ async fn kick_stream(State(s): State<HttpState>, Path(name): Path<String>) -> Re
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let mut body = crate::metrics::render(&s.registry, &s.producer, &s.rtmp);
-    s.record.render(&mut body);
+    let body = crate::metrics::render(&s.registry, &s.producer, &s.rtmp, &s.record);
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
@@ -238,7 +237,8 @@ mod tests {
         );
         assert!(
             body.contains(
-                "media_stream_keyframe_interval_over_target{stream=\"cam\",segment_target_seconds=\"2\"} 1\n"
+                // The prometheus crate writes labels sorted by name.
+                "media_stream_keyframe_interval_over_target{segment_target_seconds=\"2\",stream=\"cam\"} 1\n"
             ),
             "{body}"
         );

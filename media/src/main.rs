@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(config.log_json);
+    service::init_tracing(config.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -48,21 +48,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("media: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -157,11 +142,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        service::shutdown_signal().await;
         info!("shutdown requested");
         signal_cancel.cancel();
         // A second signal forces the exit.
-        shutdown_signal().await;
+        service::shutdown_signal().await;
         error!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -188,16 +173,4 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("media stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

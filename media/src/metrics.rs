@@ -1,53 +1,43 @@
-//! `/metrics` on media: counters in the Prometheus text exposition format (0.0.4), written by hand
-//! because there are few of them. Per-stream series exist only for live streams, so label cardinality is
-//! bounded by what is being published.
+//! `/metrics` on media, read from the process's counters at scrape time and encoded by the
+//! `prometheus` crate (text exposition format 0.0.4, through `service::Scrape`). Per-stream series exist
+//! only for live streams, so label cardinality is bounded by what is being published.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use service::Scrape;
+
 use crate::producer::ProducerHandle;
+use crate::record::RecordStats;
 use crate::registry::Registry;
 
 /// Content type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = service::METRICS_CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the produce-latency buckets: from a loopback broker (~ms) to an outage.
 const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A latency histogram with fixed buckets, updated lock-free.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// `media_kafka_produce_latency_seconds`, a `prometheus` histogram (named `Histogram` for the producer's
+/// statistics, its one user).
+#[derive(Debug, Clone)]
+pub struct Histogram(prometheus::Histogram);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self(service::histogram(
+            "media_kafka_produce_latency_seconds",
+            "Time from a segment's close to the broker acknowledging its last chunk.",
+            &BUCKETS,
+        ))
+    }
 }
 
 impl Histogram {
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        self.0.observe(d.as_secs_f64());
     }
 }
 
@@ -70,107 +60,74 @@ type PerStream = (
     fn(&crate::live::LiveStream) -> u64,
 );
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
-}
-
-/// Label values are stream names, already restricted to `[A-Za-z0-9_.-]`; quotes and backslashes
-/// cannot occur, but escape anyway so the format can never break.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
 /// Renders every metric.
-pub fn render(registry: &Registry, producer: &ProducerHandle, rtmp: &RtmpCounters) -> String {
-    let mut out = String::with_capacity(4096);
+pub fn render(
+    registry: &Registry,
+    producer: &ProducerHandle,
+    rtmp: &RtmpCounters,
+    record: &RecordStats,
+) -> String {
+    let x = Scrape::new();
     let streams = registry.live_streams();
     let p = &producer.stats;
-    metric(
-        &mut out,
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    x.gauge(
         "media_publishers",
-        "gauge",
         "Streams being published now.",
-        streams.len(),
+        streams.len() as f64,
     );
     let players: usize = streams.iter().map(|s| s.players()).sum();
-    metric(
-        &mut out,
+    x.gauge(
         "media_players",
-        "gauge",
         "RTMP players connected now.",
-        players,
+        players as f64,
     );
-    metric(
-        &mut out,
+    x.gauge(
         "media_rtmp_connections",
-        "gauge",
         "RTMP connections open now.",
-        rtmp.connections.load(Ordering::Relaxed),
+        load(&rtmp.connections) as f64,
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_rtmp_connections_accepted_total",
-        "counter",
         "RTMP connections accepted.",
-        rtmp.accepted.load(Ordering::Relaxed),
+        load(&rtmp.accepted),
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_rtmp_connections_refused_total",
-        "counter",
         "RTMP connections closed at once because --max-connections were open.",
-        rtmp.refused.load(Ordering::Relaxed),
+        load(&rtmp.refused),
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_segments_produced_total",
-        "counter",
         "Segments whose every chunk the broker acknowledged.",
-        p.segments_delivered.load(Ordering::Relaxed),
+        load(&p.segments_delivered),
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_segments_dropped_total",
-        "counter",
         "Segments dropped because the queue for the broker was full.",
-        p.segments_dropped.load(Ordering::Relaxed),
+        load(&p.segments_dropped),
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_ll_parts_produced_total",
-        "counter",
         "Low-latency HLS parts and init segments the broker acknowledged.",
-        p.parts_delivered.load(Ordering::Relaxed),
+        load(&p.parts_delivered),
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_ll_parts_dropped_total",
-        "counter",
         "Low-latency HLS parts and init segments dropped (queue full, or larger than a record).",
-        p.parts_dropped.load(Ordering::Relaxed),
+        load(&p.parts_dropped),
     );
-    metric(
-        &mut out,
+    x.counter(
         "media_kafka_produce_errors_total",
-        "counter",
         "Records the producer failed to deliver.",
-        p.delivery_errors.load(Ordering::Relaxed),
+        load(&p.delivery_errors),
     );
-    metric(
-        &mut out,
+    x.gauge(
         "media_kafka_queue_bytes",
-        "gauge",
         "Bytes of segments waiting for the broker's acknowledgement.",
-        producer.queued_bytes(),
+        producer.queued_bytes() as f64,
     );
-    p.produce_latency.write(
-        &mut out,
-        "media_kafka_produce_latency_seconds",
-        "Time from a segment's close to the broker acknowledging its last chunk.",
-    );
+    x.add(p.produce_latency.0.clone());
     let per_stream: [PerStream; 3] = [
         (
             "media_stream_ingest_bits_per_second",
@@ -192,50 +149,47 @@ pub fn render(registry: &Registry, producer: &ProducerHandle, rtmp: &RtmpCounter
         ),
     ];
     for (name, kind, help, value) in per_stream {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for s in &streams {
-            let _ = writeln!(out, "{name}{{stream=\"{}\"}} {}", label(&s.name), value(s));
+        let series = streams.iter().map(|s| (vec![s.name.as_str()], value(s)));
+        if kind == "counter" {
+            x.counters(name, help, &["stream"], series);
+        } else {
+            x.gauges(name, help, &["stream"], series.map(|(l, v)| (l, v as f64)));
         }
     }
-    keyframe_metrics(&mut out, &streams);
-    out
+    keyframe_metrics(&x, &streams);
+    record.render(&x);
+    x.render()
 }
 
 /// The publishers' keyframe intervals, and which of them defeat the segment target (streams without two
 /// keyframes yet are left out).
-fn keyframe_metrics(out: &mut String, streams: &[std::sync::Arc<crate::live::LiveStream>]) {
+fn keyframe_metrics(x: &Scrape, streams: &[std::sync::Arc<crate::live::LiveStream>]) {
     let measured: Vec<_> = streams
         .iter()
-        .filter_map(|s| Some((label(&s.name), s.keyframes()?)))
+        .filter_map(|s| Some((s.name.as_str(), s.keyframes()?)))
         .collect();
-    let _ = writeln!(
-        out,
-        "# HELP media_stream_keyframe_interval_seconds Longest of a live stream's recent keyframe \
-         intervals (segments cannot be shorter).\n\
-         # TYPE media_stream_keyframe_interval_seconds gauge"
+    x.gauges(
+        "media_stream_keyframe_interval_seconds",
+        "Longest of a live stream's recent keyframe intervals (segments cannot be shorter).",
+        &["stream"],
+        measured
+            .iter()
+            .map(|(name, k)| (vec![*name], k.max_ms as f64 / 1000.0)),
     );
-    for (name, k) in &measured {
-        let _ = writeln!(
-            out,
-            "media_stream_keyframe_interval_seconds{{stream=\"{name}\"}} {}",
-            k.max_ms as f64 / 1000.0
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP media_stream_keyframe_interval_over_target 1 when a live stream's keyframes are further \
-         apart than --segment-seconds: set the encoder's keyframe interval to the segment target \
-         (OBS: Settings > Output > Keyframe Interval).\n\
-         # TYPE media_stream_keyframe_interval_over_target gauge"
+    let targets: Vec<String> = measured
+        .iter()
+        .map(|(_, k)| (k.target_ms as f64 / 1000.0).to_string())
+        .collect();
+    x.gauges(
+        "media_stream_keyframe_interval_over_target",
+        "1 when a live stream's keyframes are further apart than --segment-seconds: set the encoder's \
+         keyframe interval to the segment target (OBS: Settings > Output > Keyframe Interval).",
+        &["stream", "segment_target_seconds"],
+        measured
+            .iter()
+            .zip(&targets)
+            .map(|((name, k), target)| (vec![*name, target.as_str()], f64::from(u8::from(k.over_target())))),
     );
-    for (name, k) in &measured {
-        let _ = writeln!(
-            out,
-            "media_stream_keyframe_interval_over_target{{stream=\"{name}\",segment_target_seconds=\"{}\"}} {}",
-            k.target_ms as f64 / 1000.0,
-            u8::from(k.over_target())
-        );
-    }
 }
 
 #[cfg(test)]
@@ -248,12 +202,26 @@ mod tests {
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(20));
         h.observe(Duration::from_secs(60));
-        let mut out = String::new();
-        h.write(&mut out, "x_seconds", "help");
-        assert!(out.contains("x_seconds_bucket{le=\"0.001\"} 1\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{le=\"0.025\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{le=\"30\"} 2\n"), "{out}");
-        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("x_seconds_count 3\n"), "{out}");
+        let x = Scrape::new();
+        x.add(h.0.clone());
+        let out = x.render();
+        let name = "media_kafka_produce_latency_seconds";
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"0.001\"}} 1\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"0.025\"}} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"30\"}} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 3\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{name}_count 3\n")), "{out}");
     }
 }

@@ -15,7 +15,6 @@ pub mod serve;
 pub mod vod;
 pub mod writer;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -94,8 +93,8 @@ pub struct RecordStats {
 }
 
 impl RecordStats {
-    /// Appends the recording metrics in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    /// Adds the recording metrics to a `/metrics` scrape.
+    pub fn render(&self, x: &service::Scrape) {
         let rows: [(&str, &str, &Counter); 6] = [
             (
                 "media_recordings_started_total",
@@ -129,11 +128,7 @@ impl RecordStats {
             ),
         ];
         for (name, help, c) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                c.get()
-            );
+            x.counter(name, help, c.get());
         }
     }
 }

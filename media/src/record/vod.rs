@@ -2,7 +2,7 @@
 //! are only appended), `VOD` with `#EXT-X-ENDLIST` once it ended. Rendering, and reading one back for
 //! crash recovery and listings. No I/O.
 
-use std::fmt::Write as _;
+use common::hls::{self, MediaPlaylist, Millis, PlaylistType};
 
 /// One segment of a recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,27 +71,32 @@ impl VodPlaylist {
         self.entries.iter().map(|e| e.duration).sum()
     }
 
+    /// The playlist as the HLS model.
+    pub fn to_hls(&self) -> MediaPlaylist {
+        MediaPlaylist {
+            version: 3,
+            kind: if self.ended {
+                PlaylistType::Vod
+            } else {
+                PlaylistType::Event
+            },
+            target_duration: u64::from(self.target),
+            media_sequence: 0,
+            // Nothing is ever removed from the front: no discontinuity sequence to carry.
+            discontinuity_sequence: None,
+            segments: self
+                .entries
+                .iter()
+                .map(|e| hls::Segment::new(e.uri.clone(), extinf(e.duration), e.discontinuity))
+                .collect(),
+            ended: self.ended,
+            ..MediaPlaylist::default()
+        }
+    }
+
     /// The playlist text.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(128 + self.entries.len() * 32);
-        let kind = if self.ended { "VOD" } else { "EVENT" };
-        let _ = write!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:{kind}\n#EXT-X-TARGETDURATION:{}\n\
-             #EXT-X-MEDIA-SEQUENCE:0\n",
-            self.target
-        );
-        for (i, e) in self.entries.iter().enumerate() {
-            // The first segment needs none: nothing precedes it in this playlist.
-            if e.discontinuity && i > 0 {
-                out.push_str("#EXT-X-DISCONTINUITY\n");
-            }
-            let _ = write!(out, "#EXTINF:{:.3},\n{}\n", e.duration, e.uri);
-        }
-        if self.ended {
-            out.push_str("#EXT-X-ENDLIST\n");
-        }
-        out
+        self.to_hls().render()
     }
 
     /// Reads a playlist this module rendered (leniently: unknown tags are skipped, and an `#EXTINF`
@@ -134,6 +139,14 @@ impl VodPlaylist {
     }
 }
 
+/// `#EXTINF` milliseconds exactly as `{:.3}` rounds the seconds (the decimal value of the `f64`,
+/// halves to even), which is what recordings were always written with; a duration too large for a
+/// `u64` of milliseconds (none a recorder produces) is clamped.
+fn extinf(seconds: f64) -> Millis {
+    let text = format!("{:.3}", seconds.max(0.0));
+    Millis(text.replace('.', "").parse().unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +176,13 @@ mod tests {
         assert!(text.contains("#EXT-X-PLAYLIST-TYPE:VOD\n"), "{text}");
         assert!(text.ends_with("2.ts\n#EXT-X-ENDLIST\n"), "{text}");
         assert!((p.duration() - 6.402).abs() < 1e-9);
+    }
+
+    #[test]
+    fn durations_round_as_three_decimals_always_did() {
+        for d in [0.0, 0.0005, 1.0005, 2.0005, 2.9, 1.9994, 6.402, 123.4565] {
+            assert_eq!(extinf(d).to_string(), format!("{d:.3}"), "{d}");
+        }
     }
 
     #[test]
