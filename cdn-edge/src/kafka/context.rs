@@ -33,6 +33,8 @@ pub struct EdgeContext {
     trouble: Mutex<Option<Instant>>,
     /// Assignments and revocations of a consumer group, for the poll loop to apply.
     pub(super) rebalances: Rebalances,
+    /// Each partition's leader in the latest statistics.
+    leaders: Mutex<BTreeMap<i32, i32>>,
 }
 
 impl EdgeContext {
@@ -58,6 +60,21 @@ impl EdgeContext {
 impl ClientContext for EdgeContext {
     fn stats(&self, statistics: Statistics) {
         self.lag.replace(partition_lags(&statistics));
+        // A partition that changed leader is broker trouble too: this edge may already read from the
+        // new leader while the origins' producers are still finding it (after a leader died, the
+        // controllers take their session timeout to move it, then every client must refresh its
+        // metadata), so the silence of those seconds says nothing about the origins.
+        let mut known = self.leaders.lock().unwrap_or_else(PoisonError::into_inner);
+        let leaders = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .map(|p| (p.partition, p.leader));
+        let moved = note_leaders(&mut known, leaders);
+        if !moved.is_empty() {
+            debug!(partitions = ?moved, "partition leadership moved; not judging silence for now");
+            self.note_trouble();
+        }
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -108,6 +125,26 @@ impl ConsumerContext for EdgeContext {
 
 /// Lag of every assigned partition in `statistics` (the edge reads one topic). librdkafka's own
 /// `consumer_lag` is not used: it counts from the committed offset, and an edge never commits.
+/// Updates `known` (each partition's last known leader, a broker id) from (partition, leader) pairs of
+/// the latest statistics and returns the partitions whose leader changed. While librdkafka looks a new
+/// leader up it reports -1; that keeps the last known one, so the move is seen when the new leader is.
+/// Partition -1 is librdkafka's internal "unassigned" partition.
+fn note_leaders(
+    known: &mut BTreeMap<i32, i32>,
+    leaders: impl IntoIterator<Item = (i32, i32)>,
+) -> Vec<i32> {
+    let mut moved = Vec::new();
+    for (partition, leader) in leaders {
+        if partition < 0 || leader < 0 {
+            continue;
+        }
+        if known.insert(partition, leader).is_some_and(|l| l != leader) {
+            moved.push(partition);
+        }
+    }
+    moved
+}
+
 fn partition_lags(statistics: &Statistics) -> BTreeMap<i32, i64> {
     statistics
         .topics
@@ -137,6 +174,17 @@ fn lag(high_watermark: i64, app_offset: i64, next_offset: i64) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_that_changes_leader_is_noticed_once_the_new_leader_is_known() {
+        let mut known = BTreeMap::new();
+        assert!(note_leaders(&mut known, [(-1, 0), (0, 1), (1, 2)]).is_empty());
+        assert!(note_leaders(&mut known, [(0, 1), (1, 2)]).is_empty());
+        // Leader 1 died: librdkafka knows no leader for a while, then the new one.
+        assert!(note_leaders(&mut known, [(0, -1), (1, 2)]).is_empty());
+        assert_eq!(note_leaders(&mut known, [(0, 3), (1, 2)]), vec![0]);
+        assert!(note_leaders(&mut known, [(0, 3), (1, 2)]).is_empty());
+    }
 
     #[test]
     fn lag_counts_from_the_next_record_to_hand_out() {
