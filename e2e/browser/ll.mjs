@@ -4,14 +4,19 @@
 //
 //   node ll.mjs --base http://127.0.0.1:PORT --stream NAME --out DIR [--seconds 60]
 //
+// Any other server (bench/compare.py's latency runs): players of your own, hls.js from a file:
+//   node ll.mjs --player NAME=URL[,ll] ... --hlsjs-file PATH --out DIR [--seconds 60]
+// (`,ll` plays that URL with lowLatencyMode; the server must send CORS headers, the page is about:blank).
+//
 // Writes DIR/result.json: per player the median/p90/max of hls.latency, the samples, the stalls
-// (`waiting` events and hls.js BUFFER_STALLED_ERROR after playback started) and hls.js errors.
+// (`waiting` events and hls.js BUFFER_STALLED_ERROR after playback started) and hls.js errors; also,
+// where the playlist carries EXT-X-PROGRAM-DATE-TIME, the median of wall clock - hls.playingDate.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { launch } from './chromium.mjs';
 
 function args(argv) {
-  const out = { seconds: 60 };
+  const out = { seconds: 60, players: [] };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     const next = () => argv[++i];
@@ -19,9 +24,13 @@ function args(argv) {
     else if (a === '--stream') out.stream = next();
     else if (a === '--out') out.out = next();
     else if (a === '--seconds') out.seconds = Number(next());
+    else if (a === '--player') out.players.push(next());
+    else if (a === '--hlsjs-file') out.hlsjsFile = next();
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!out.base || !out.stream || !out.out) throw new Error('--base, --stream and --out are required');
+  if (!out.out) throw new Error('--out is required');
+  if (!out.players.length && (!out.base || !out.stream)) throw new Error('--base and --stream, or --player, are required');
+  if (!out.base && !out.hlsjsFile) throw new Error('--base or --hlsjs-file is required');
   return out;
 }
 
@@ -32,7 +41,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // The player page: hls.js from the edge itself (the copy the watch page uses), muted autoplay.
 const page_html = (base) => `<!doctype html><html><body>
 <video id="v" muted autoplay playsinline width="640" height="360"></video>
-<script src="${base}/assets/hls.min.js"></script>
+${base ? `<script src="${base}/assets/hls.min.js"></script>` : ''}
 </body></html>`;
 
 // Runs inside the page: starts hls.js and records what happens.
@@ -68,6 +77,7 @@ const sample = () => {
   const v = document.getElementById('v');
   return {
     latency: window.hls ? window.hls.latency : null,
+    wallLatency: window.hls && window.hls.playingDate ? (Date.now() - window.hls.playingDate.getTime()) / 1000 : null,
     targetLatency: window.hls ? window.hls.targetLatency : null,
     currentTime: v.currentTime,
     paused: v.paused,
@@ -96,15 +106,25 @@ try {
   });
   const { context } = browser;
   result.browserVersion = context.browser() ? context.browser().version() : null;
-  const players = {
-    ll: { url: `${opt.base}/live/${opt.stream}/ll.m3u8`, lowLatency: true },
-    plain: { url: `${opt.base}/live/${opt.stream}/index.m3u8`, lowLatency: false },
-  };
+  const players = {};
+  if (opt.players.length) {
+    for (const spec of opt.players) {
+      const eq = spec.indexOf('=');
+      let url = spec.slice(eq + 1);
+      const lowLatency = url.endsWith(',ll');
+      if (lowLatency) url = url.slice(0, -3);
+      players[spec.slice(0, eq)] = { url, lowLatency };
+    }
+  } else {
+    players.ll = { url: `${opt.base}/live/${opt.stream}/ll.m3u8`, lowLatency: true };
+    players.plain = { url: `${opt.base}/live/${opt.stream}/index.m3u8`, lowLatency: false };
+  }
   const pages = {};
   for (const [name, p] of Object.entries(players)) {
     const page = context.pages().length && !Object.keys(pages).length ? context.pages()[0] : await context.newPage();
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
-    await page.setContent(page_html(opt.base), { waitUntil: 'load' });
+    await page.setContent(page_html(opt.hlsjsFile ? null : opt.base), { waitUntil: 'load' });
+    if (opt.hlsjsFile) await page.addScriptTag({ path: opt.hlsjsFile });
     result.hlsVersion = await page.evaluate(startPlayer, p);
     pages[name] = page;
     log(`${name}: playing ${p.url} with hls.js ${result.hlsVersion}`);
@@ -116,7 +136,7 @@ try {
     if (s.every((x) => x.started)) break;
     await sleep(200);
   }
-  const samples = { ll: [], plain: [] };
+  const samples = Object.fromEntries(Object.keys(players).map((n) => [n, []]));
   const first = {};
   const begin = Date.now();
   while (Date.now() - begin < opt.seconds * 1000) {
@@ -131,12 +151,16 @@ try {
     const probe = await page.evaluate(() => window.probe);
     const lat = samples[name].filter((s) => s.started && typeof s.latency === 'number' && s.latency > 0).map((s) => s.latency);
     const last = samples[name][samples[name].length - 1];
+    const wall = samples[name].filter((s) => s.started && typeof s.wallLatency === 'number').map((s) => s.wallLatency);
     result[name] = {
       url: players[name].url,
       samples: lat.length,
       medianLatency: quantile(lat, 0.5),
       p90Latency: quantile(lat, 0.9),
       maxLatency: lat.length ? Math.max(...lat) : null,
+      wallSamples: wall.length,
+      medianWallLatency: quantile(wall, 0.5),
+      p90WallLatency: quantile(wall, 0.9),
       targetLatency: last ? last.targetLatency : null,
       played: last ? last.currentTime - first[name] : 0,
       stalls: probe.stallEvents.length,
