@@ -384,7 +384,7 @@ class Nginx:
     """nginx with Debian's nginx-rtmp: master + `workers` worker(s), its own config in a temp dir, HLS on
     tmpfs. Optionally an http {} server with sendfile serving www_dir (also tmpfs)."""
 
-    def __init__(self, procs, rtmp=True, http_root=None, workers=1):
+    def __init__(self, procs, rtmp=True, http_root=None, workers=1, hls_http=False):
         if not RTMP_MODULE.exists():
             raise RuntimeError(f"{RTMP_MODULE} missing: run scripts/install-deps.sh")
         self.procs = procs
@@ -407,6 +407,13 @@ class Nginx:
             conf.append("http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n"
                         "  types { video/mp2t ts; application/vnd.apple.mpegurl m3u8; }\n"
                         f"  server {{ listen 127.0.0.1:{self.hport}; root {http_root}; }} }}")
+        elif hls_http:
+            # nginx-rtmp's HLS as its README serves it (http://HOST/hls/<stream>.m3u8), with the CORS header a
+            # browser page of another origin needs (the latency run's page is about:blank).
+            conf.append("http { access_log off; sendfile on; tcp_nopush on;\n"
+                        "  types { video/mp2t ts; application/vnd.apple.mpegurl m3u8; }\n"
+                        f"  server {{ listen 127.0.0.1:{self.hport}; location /hls/ {{ alias {self.hls}/;\n"
+                        "    add_header Cache-Control no-cache; add_header Access-Control-Allow-Origin * always; } } }")
         (self.dir / "nginx.conf").write_text("\n".join(conf) + "\n")
         self.master = procs.spawn("nginx", ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")])
         wait_port(self.rport if rtmp else self.hport)

@@ -6,7 +6,8 @@
 //
 // Any other server (bench/compare.py's latency runs): players of your own, hls.js from a file:
 //   node ll.mjs --player NAME=URL[,ll] ... --hlsjs-file PATH --out DIR [--seconds 60]
-// (`,ll` plays that URL with lowLatencyMode; the server must send CORS headers, the page is about:blank).
+// (`,ll` plays that URL with lowLatencyMode; the page is about:blank, so the server must send CORS headers
+// for Origin: null, or give --origin URL: the page is then opened at that URL first and keeps its origin).
 //
 // Writes DIR/result.json: per player the median/p90/max of hls.latency, the samples, the stalls
 // (`waiting` events and hls.js BUFFER_STALLED_ERROR after playback started) and hls.js errors; also,
@@ -26,6 +27,7 @@ function args(argv) {
     else if (a === '--seconds') out.seconds = Number(next());
     else if (a === '--player') out.players.push(next());
     else if (a === '--hlsjs-file') out.hlsjsFile = next();
+    else if (a === '--origin') out.origin = next();
     else throw new Error(`unknown argument ${a}`);
   }
   if (!out.out) throw new Error('--out is required');
@@ -123,6 +125,7 @@ try {
   for (const [name, p] of Object.entries(players)) {
     const page = context.pages().length && !Object.keys(pages).length ? context.pages()[0] : await context.newPage();
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
+    if (opt.origin) await page.goto(opt.origin).catch((e) => log(`${name}: ${opt.origin}: ${e.message}`));
     await page.setContent(page_html(opt.hlsjsFile ? null : opt.base), { waitUntil: 'load' });
     if (opt.hlsjsFile) await page.addScriptTag({ path: opt.hlsjsFile });
     result.hlsVersion = await page.evaluate(startPlayer, p);
