@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Profile media under load: the bench stack (Tansu + release media + one edge) with N publishers of the
-bench clip, then `perf record --call-graph dwarf` on media (or the broker/edge) for some seconds, and a `perf report`
-summary. For finding where CPU goes before changing code; figures for the README come from compare.py.
+"""Profile media under load: the bench stack (single-node Apache Kafka + release media + one edge, as
+bench/common.py's Ours starts it; BENCH_BIN_DIR chooses the binaries) with N publishers of the bench clip,
+then `perf record --call-graph dwarf` on media (or the broker/edge) for some seconds, and a `perf report`
+summary (the broker is a JVM: its frames are JIT code perf cannot name without a perf map agent). For
+finding where CPU goes before changing code; figures for the README come from compare.py.
 
     python3 bench/profile.py --publishers 20 --seconds 20 [--target media|broker|edge]
 """
