@@ -1,25 +1,20 @@
-"""Shared pieces of the benchmarks (bench/ingest.py, bench/compare.py): the test clip, process handling,
-/proc readings, the two servers under test (this project: Tansu + media + one edge; nginx-rtmp) and wrk.
+"""Shared pieces of the benchmarks (bench/ingest.py, bench/compare.py, bench/soak.py, bench/profile.py): the
+test clip, process handling, /proc readings, the servers under test (this project: a single-node Apache
+Kafka + media + one edge; nginx-rtmp; any other running server given as a peer) and wrk.
 
 Stdlib only. Loopback only. Every process is started by us, in its own log file, and stopped by pid.
 """
-import os, re, signal, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+import os, re, signal, shutil, socket, statistics, subprocess, sys, tempfile, time, urllib.parse, urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LIVE_CACHE_DIR", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "live-video"))
-TANSU = Path(os.environ.get("TANSU_BIN", CACHE / "tansu-0.6.0/bin/tansu"))
+KAFKA_SCRIPTS = ROOT / "scripts/kafka"
+LIVE_TOPIC_PROPERTIES = KAFKA_SCRIPTS / "live-topic.properties"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
 CLK = os.sysconf("SC_CLK_TCK")
 SEGMENT_SECONDS = 2
-# Tansu does not wake a waiting fetch when records arrive, so the edge's long-poll wait (librdkafka's
-# fetch.wait.max.ms, 100 ms) becomes availability latency; Apache Kafka answers at once and keeps the
-# default. Against Tansu the edge therefore polls every 5 ms (10 ms cost ~2% of a core of empty fetches).
-EDGE_TANSU_OPTIONS = ["fetch.wait.max.ms=5"]
-FETCH_WAIT_NOTE = ("edge runs with --kafka-option fetch.wait.max.ms=5: Tansu does not answer a waiting fetch "
-                   "when records arrive, so librdkafka's default 100 ms wait would show up as latency "
-                   "(Apache Kafka answers at once; keep the default there). 10 ms put p50 at 21 ms at "
-                   "100 publishers, half of it this wait")
+
 
 
 def log(msg):
@@ -114,6 +109,11 @@ def clip():
     return out
 
 
+def bin_dir_default(bin_dir=None):
+    """Where media and cdn-edge are: `bin_dir`, else BENCH_BIN_DIR, else ROOT/target/release."""
+    return Path(bin_dir or os.environ.get("BENCH_BIN_DIR") or ROOT / "target/release")
+
+
 def http_get(url, timeout=2):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read()
@@ -126,6 +126,7 @@ class Procs:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.list = []
+        self.cleanups = []  # run after stop_all (temp directories of the servers)
 
     def spawn(self, name, cmd, env=None, cwd=None):
         logf = open(self.out / f"{name}.log", "w")
@@ -150,7 +151,11 @@ class Procs:
         self.list = [p for p in self.list if p not in procs]
 
     def stop_all(self):
+        # The broker last, once its clients are gone (they would log its going away as errors).
+        self.stop([p for p in reversed(self.list) if p.bench_name != "broker"])
         self.stop(list(reversed(self.list)))
+        while self.cleanups:
+            self.cleanups.pop()()
 
 
 def start_publishers(procs, n, rtmp_base, src, name="bench", spread=SEGMENT_SECONDS):
@@ -187,51 +192,116 @@ def pss_mb(pid):
 
 # ---------------------------------------------------------------------------------------------- ours
 
+def live_topic_settings():
+    """(partitions, {config: value}) of scripts/kafka/live-topic.properties, the settings the README
+    recommends and scripts/run-local.sh uses."""
+    partitions, configs = None, {}
+    for line in LIVE_TOPIC_PROPERTIES.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        k, _, v = line.partition("=")
+        if k == "partitions":
+            partitions = int(v)
+        else:
+            configs[k] = v
+    return partitions, configs
+
+
+def dir_bytes(path):
+    """Disk usage of a directory tree (allocated blocks, like du), 0 if it is gone."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+class Kafka:
+    """A single-node Apache Kafka (KRaft, broker + controller in one JVM) by scripts/kafka/node.sh, its log
+    dir in a fresh temp directory under /tmp (disk, as a deployment would have; removed by cleanup()), and
+    live-topic created with topics.sh from scripts/kafka/live-topic.properties.
+
+    node.sh execs the JVM, so the spawned pid is java's: its /proc CPU and RSS are the broker's (the one-off
+    StorageTool format before it is a child and not counted). KAFKA_HEAP is BENCH_KAFKA_HEAP or 1g;
+    BENCH_PARTITIONS overrides the topic's partition count. `node_options` are extra server.properties
+    lines (KEY=VALUE), `topic_configs` override the topic configs of live-topic.properties."""
+
+    def __init__(self, procs, node_options=(), topic_configs=None, partitions=None, topic="live-topic"):
+        self.procs = procs
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-kafka-", dir=os.environ.get("BENCH_KAFKA_TMP", "/tmp")))
+        self.log_dir = self.dir / "node-1" / "data"
+        self.port, cport = free_ports(2)
+        self.addr = f"127.0.0.1:{self.port}"
+        self.topic = topic
+        heap = os.environ.get("BENCH_KAFKA_HEAP", "1g")
+        self.proc = procs.spawn("broker", ["bash", str(KAFKA_SCRIPTS / "node.sh"), str(self.dir / "node-1"), "1",
+                                           self.addr, f"127.0.0.1:{cport}", f"1@127.0.0.1:{cport}",
+                                           *node_options], {"KAFKA_HEAP": heap})
+        self.pid = self.proc.pid
+        try:
+            wait_port(self.port, 90)
+        except RuntimeError:
+            raise RuntimeError(f"Apache Kafka did not listen on {self.addr}; see {procs.out / 'broker.log'}")
+        n, configs = live_topic_settings()
+        n = int(os.environ.get("BENCH_PARTITIONS") or partitions or n)
+        configs.update(topic_configs or {})
+        self.partitions, self.topic_configs = n, configs
+        cmd = ["bash", str(KAFKA_SCRIPTS / "topics.sh"), "--bootstrap-server", self.addr, "--create",
+               "--if-not-exists", "--topic", topic, "--partitions", str(n), "--replication-factor", "1"]
+        cmd += [x for k, v in configs.items() for x in ("--config", f"{k}={v}")]
+        for _ in range(10):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if r.returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"could not create {topic} on Apache Kafka: {r.stderr[-2000:]}")
+
+    def disk_bytes(self):
+        return dir_bytes(self.log_dir)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Ours:
-    """Tansu (in memory, 8 partitions) + media (2 s segments) + one edge, release builds.
+    """A single-node Apache Kafka (class Kafka: live-topic as scripts/kafka/live-topic.properties says,
+    12 partitions unless BENCH_PARTITIONS) + media (2 s segments) + one edge, release builds, every one
+    with its defaults (no broker-specific options).
 
-    BENCH_PARTITIONS sets the topic's partition count (Tansu lists a partition's stored batches on every
-    fetch, so more partitions make each listing shorter; 64 instead of 8 saved under 10% of its CPU at
-    100 publishers).
-
-    BENCH_TANSU_STORAGE / BENCH_TANSU_DIR choose another Tansu storage engine and its working directory
-    (e.g. `sqlite://bench.db` in /dev/shm: measured far slower than memory at 100 publishers)."""
+    The binaries come from `bin_dir`, else BENCH_BIN_DIR, else ROOT/target/release. `kafka_options` are
+    extra server.properties lines of the broker, `topic_configs` override live-topic's configs (the soak
+    shortens retention with them)."""
 
     def __init__(self, procs, edge_options=None, cache_bytes=None, edge_log="info,cdn_edge=debug", env=None,
-                 bin_dir=None):
+                 bin_dir=None, kafka_options=(), topic_configs=None):
         self.procs = procs
-        self.bin_dir = Path(bin_dir or ROOT / "target/release")
+        self.bin_dir = bin_dir_default(bin_dir)
         self.env = dict(env or {})  # extra environment of media and the edge (not the broker)
-        self.bport, self.rport, self.hport, self.eport = free_ports(4)
-        url = f"tcp://127.0.0.1:{self.bport}"
-        self.broker = procs.spawn("broker", [str(TANSU), "broker", "--listener-url", url,
-                                             "--advertised-listener-url", url, "--storage-engine",
-                                             os.environ.get("BENCH_TANSU_STORAGE", "memory://tansu/")],
-                                  {"RUST_LOG": "warn"}, cwd=os.environ.get("BENCH_TANSU_DIR"))
-        wait_port(self.bport)
-        for _ in range(50):
-            if subprocess.run([str(TANSU), "topic", "create", "live-topic", "--broker", url, "--partitions",
-                               os.environ.get("BENCH_PARTITIONS", "8")],
-                              capture_output=True).returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("could not create live-topic on Tansu")
+        self.kafka = Kafka(procs, kafka_options, topic_configs)
+        self.broker = self.kafka.proc
+        self.bport = self.kafka.port
+        self.rport, self.hport, self.eport = free_ports(3)
         self.media = procs.spawn("media", [str(self.bin_dir / "media"), "--rtmp-listen", f"127.0.0.1:{self.rport}",
                                            "--http-listen", f"127.0.0.1:{self.hport}",
-                                           "--kafka-brokers", f"127.0.0.1:{self.bport}", "--segment-seconds",
+                                           "--kafka-brokers", self.kafka.addr, "--segment-seconds",
                                            str(SEGMENT_SECONDS)], {"RUST_LOG": "info", **self.env})
-        self.edge_options = EDGE_TANSU_OPTIONS if edge_options is None else edge_options
+        self.edge_options = list(edge_options or [])
         self.cache_bytes = cache_bytes
         self.edge = self.start_edge("edge", self.eport, edge_log)
         wait_port(self.rport)
         wait_port(self.hport)
         wait_port(self.eport)
         self.rtmp_base = f"rtmp://127.0.0.1:{self.rport}/live"
+        procs.cleanups.append(self.kafka.cleanup)
 
     def start_edge(self, name, port, rust_log="info"):
         cmd = [str(self.bin_dir / "cdn-edge"), "--http-listen", f"127.0.0.1:{port}",
-               "--kafka-brokers", f"127.0.0.1:{self.bport}"]
+               "--kafka-brokers", self.kafka.addr]
         if self.cache_bytes:
             cmd += ["--cache-bytes", str(self.cache_bytes)]
         cmd += [x for o in self.edge_options for x in ("--kafka-option", o)]
@@ -275,6 +345,19 @@ def metric(samples, name, **labels):
 EDGE_LINE = re.compile(r"^(\S+)\s+DEBUG.*segment available.*?stream=(\S+)\s+seq=(\d+).*?latency_ms=(-?\d+)")
 
 
+PART_LINE = re.compile(r"^(\S+)\s+DEBUG.*part available.*?stream=(\S+)\s+seq=(\d+)\s+part=(\d+).*?latency_ms=(-?\d+)")
+
+
+def edge_part_lines(log_text):
+    """[(unix_time, stream, seq, part, latency_ms)] from the edge's `part available` debug lines (LL-HLS)."""
+    out = []
+    for line in log_text.splitlines():
+        m = PART_LINE.match(line)
+        if m:
+            out.append((parse_rfc3339(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)), int(m.group(5))))
+    return out
+
+
 def edge_segment_lines(log_text):
     """[(unix_time, stream, seq, latency_ms)] from the edge's `segment available` debug lines."""
     out = []
@@ -301,7 +384,7 @@ class Nginx:
     """nginx with Debian's nginx-rtmp: master + `workers` worker(s), its own config in a temp dir, HLS on
     tmpfs. Optionally an http {} server with sendfile serving www_dir (also tmpfs)."""
 
-    def __init__(self, procs, rtmp=True, http_root=None, workers=1):
+    def __init__(self, procs, rtmp=True, http_root=None, workers=1, hls_http=False):
         if not RTMP_MODULE.exists():
             raise RuntimeError(f"{RTMP_MODULE} missing: run scripts/install-deps.sh")
         self.procs = procs
@@ -324,6 +407,13 @@ class Nginx:
             conf.append("http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n"
                         "  types { video/mp2t ts; application/vnd.apple.mpegurl m3u8; }\n"
                         f"  server {{ listen 127.0.0.1:{self.hport}; root {http_root}; }} }}")
+        elif hls_http:
+            # nginx-rtmp's HLS as its README serves it (http://HOST/hls/<stream>.m3u8), with the CORS header a
+            # browser page of another origin needs (the latency run's page is about:blank).
+            conf.append("http { access_log off; sendfile on; tcp_nopush on;\n"
+                        "  types { video/mp2t ts; application/vnd.apple.mpegurl m3u8; }\n"
+                        f"  server {{ listen 127.0.0.1:{self.hport}; location /hls/ {{ alias {self.hls}/;\n"
+                        "    add_header Cache-Control no-cache; add_header Access-Control-Allow-Origin * always; } } }")
         (self.dir / "nginx.conf").write_text("\n".join(conf) + "\n")
         self.master = procs.spawn("nginx", ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")])
         wait_port(self.rport if rtmp else self.hport)
@@ -347,6 +437,70 @@ class Nginx:
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- peer
+
+class Peer:
+    """Any RTMP-in, HLS-out server already running (started by hand, e.g. MediaMTX): publishers go to
+    `rtmp_base`/<stream>, its playlists are read at `hls`, a template with {stream} or a base URL
+    (then <base>/<stream>/index.m3u8); `ll` (template, optional) is its LL-HLS playlist for the browser
+    latency run (else `hls` is played in low-latency mode too). `pid`, if given, is read in /proc for CPU and
+    RSS (its children too, as nginx's workers). A multivariant playlist is followed to its first variant."""
+
+    def __init__(self, name, rtmp_base, hls, pid=None, ll=None):
+        self.name, self.rtmp_base, self.pid = name, rtmp_base.rstrip("/"), pid
+        self.hls = hls if "{stream}" in hls else hls.rstrip("/") + "/{stream}/index.m3u8"
+        self.ll = ll if ll is None or "{stream}" in ll else ll.rstrip("/") + "/{stream}/index.m3u8"
+
+    @staticmethod
+    def parse(spec, pids=None):
+        """NAME=RTMP_BASE,HLS[,LL] (see --peer in compare.py)."""
+        name, _, rest = spec.partition("=")
+        parts = rest.split(",")
+        if not name or len(parts) < 2:
+            raise ValueError(f"--peer {spec!r}: expected NAME=RTMP_BASE,HLS_BASE_OR_TEMPLATE[,LL_TEMPLATE]")
+        return Peer(name, parts[0], parts[1], (pids or {}).get(name), parts[2] if len(parts) > 2 else None)
+
+    def url(self, stream, ll=False):
+        return ((self.ll or self.hls) if ll else self.hls).format(stream=stream)
+
+    def pids(self):
+        if not self.pid:
+            return {}
+        pids = {self.name: self.pid}
+        for i, c in enumerate(sorted(children(self.pid))):
+            pids[f"{self.name}-child{i}"] = c
+        return pids
+
+    def media_playlist(self, stream):
+        """(url, text) of the stream's media playlist, or None."""
+        url = self.url(stream)
+        for _ in range(2):
+            try:
+                text = http_get(url).decode(errors="replace")
+            except OSError:
+                return None
+            if "#EXT-X-STREAM-INF" not in text:
+                return url, text
+            lines = text.splitlines()
+            nxt = next((lines[i + 1] for i, l in enumerate(lines[:-1]) if l.startswith("#EXT-X-STREAM-INF")), None)
+            if not nxt:
+                return None
+            url = urllib.parse.urljoin(url, nxt.strip())
+        return None
+
+    def last_segment(self, stream):
+        """Media sequence number of the last full segment the stream's playlist lists, or None."""
+        got = self.media_playlist(stream)
+        if not got:
+            return None
+        text = got[1]
+        m = re.search(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)", text, re.M)
+        n = len(re.findall(r"^#EXTINF", text, re.M))
+        if not n:
+            return None
+        return (int(m.group(1)) if m else 0) + n - 1
 
 
 # ----------------------------------------------------------------------------------------------- wrk
@@ -381,16 +535,26 @@ def to_ms(s):
 
 def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_options=None, cache_bytes=None,
                    our_env=None):
-    """One ingest run of `side` ("ours" or "nginx") with n publishers: start the server(s), n publishers,
-    wait until every stream is live, settle, then measure for `seconds`. Everything is stopped before
-    returning. Returns a dict of figures (see compare.py for their meaning)."""
+    """One ingest run of `side` ("ours", "nginx" or a running Peer) with n publishers: start the server(s)
+    (a peer is already running), n publishers, wait until every stream is live, settle, then measure for
+    `seconds`. Everything we started is stopped before returning. Returns a dict of figures (see compare.py
+    for their meaning)."""
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
     procs = Procs(out)
+    peer = side if isinstance(side, Peer) else None
+    if peer:
+        side = peer.name
     res = {"side": side, "publishers": n, "cores": os.cpu_count()}
     ng = None
+    # A peer keeps running between runs: every run publishes under names of its own.
+    prefix = f"bench{int(time.time()) % 100000}x" if peer else "bench"
     try:
-        if side == "ours":
+        if peer:
+            srv = peer
+            server_pids = peer.pids()
+            res["peer"] = {"rtmp": peer.rtmp_base, "hls": peer.hls, "ll": peer.ll, "pid": peer.pid}
+        elif side == "ours":
             srv = Ours(procs, edge_options=edge_options, cache_bytes=cache_bytes, env=our_env)
             res["edge_kafka_options"] = srv.edge_options
             res["our_env"] = srv.env
@@ -402,13 +566,15 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
         time.sleep(0.5)
         idle_rss = {k: rss_mb(p) for k, p in server_pids.items()}
         log(f"{side}: starting {n} publishers")
-        pubs = start_publishers(procs, n, srv.rtmp_base, src)
-        streams = [f"bench{i}" for i in range(n)]
+        pubs = start_publishers(procs, n, srv.rtmp_base, src, name=prefix)
+        streams = [f"{prefix}{i}" for i in range(n)]
 
         # Every stream live (its first segment out) before the clock starts.
         deadline = time.time() + 30 + n * 0.15
         while time.time() < deadline:
-            if side == "ours":
+            if peer:
+                ready = all(peer.last_segment(s) is not None for s in streams)
+            elif side == "ours":
                 try:
                     live = len(srv.stream_segments())
                     ready = live >= n and all(v >= 1 for v in srv.stream_segments().values())
@@ -431,6 +597,8 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
                 snap["dropped"] = metric(m, "media_segments_dropped_total")
                 snap["errors"] = metric(m, "media_kafka_produce_errors_total")
                 snap["per_stream"] = {l["stream"]: v for nm, l, v in m if nm == "media_stream_segments_total"}
+            elif peer:
+                snap["per_stream"] = {s: peer.last_segment(s) for s in streams}
             else:
                 snap["per_stream"] = {s: ng.last_fragment(s) for s in streams}
             return snap
@@ -452,7 +620,8 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
         cpu = {k: s1["cpu"][k] - s0["cpu"][k] for k in server_pids}
         busy = (s1["jiffies"][0] - s0["jiffies"][0]) / max(1, s1["jiffies"][1] - s0["jiffies"][1])
         res["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
-        res["server_cpu_s_per_stream_min"] = round(sum(cpu.values()) / sm, 4)
+        res["cpu_s_per_stream_min"] = {k: round(v / sm, 4) for k, v in cpu.items()}
+        res["server_cpu_s_per_stream_min"] = round(sum(cpu.values()) / sm, 4) if server_pids else None
         if side == "ours":
             res["media_cpu_s_per_stream_min"] = round(cpu["media"] / sm, 4)
         res["publishers_cpu_s_per_stream_min"] = round((s1["pub_cpu"] - s0["pub_cpu"]) / sm, 4)
@@ -471,11 +640,11 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
         res["peak_rss_mb"] = {k: round(v, 1) for k, v in peak.items()}
         total_peak = sum(peak.values())
         res["peak_rss_mb_total"] = round(total_peak, 1)
-        main = "media" if side == "ours" else "nginx"
+        main = "media" if side == "ours" else "nginx" if side == "nginx" else "server"
         main_peak = peak["media"] if side == "ours" else total_peak
         main_idle = idle_rss["media"] if side == "ours" else sum(idle_rss.values())
-        res[f"{main}_rss_mb_per_publisher"] = round(main_peak / n, 3)
-        res[f"{main}_rss_mb_per_publisher_marginal"] = round((main_peak - main_idle) / n, 3)
+        res[f"{main}_rss_mb_per_publisher"] = round(main_peak / n, 3) if server_pids else None
+        res[f"{main}_rss_mb_per_publisher_marginal"] = round((main_peak - main_idle) / n, 3) if server_pids else None
         res["publishers_died"] = [p.bench_name for p in pubs if p.poll() is not None]
 
         # Segments per stream in the window vs expected (one per SEGMENT_SECONDS; +-1 at the edges).
@@ -512,7 +681,11 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
             ng.cleanup()
 
     if side == "ours":
-        lines = edge_segment_lines((out / "edge.log").read_text())
+        edge_log = (out / "edge.log").read_text()
+        lines = edge_segment_lines(edge_log)
+        plat = [x[4] for x in edge_part_lines(edge_log) if s0["t"] <= x[0] <= s1["t"]]
+        res["part_availability_latency_ms"] = {"parts": len(plat), "p50": pct(plat, 50), "p99": pct(plat, 99),
+                                               "max": max(plat) if plat else None}
         inwin = [x for x in lines if s0["t"] <= x[0] <= s1["t"]]
         counts = {}
         for _, s, _, _ in inwin:

@@ -1,29 +1,45 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: this project (Tansu broker + media + one edge) against nginx-rtmp, on this
-machine, one after the other (never together).
+"""Side-by-side benchmark: this project (Apache Kafka + media + one edge) against nginx-rtmp and any other
+running server given with --peer (e.g. MediaMTX), on this machine, one after the other (never together).
 
     python3 bench/compare.py                      # everything, about 20 minutes on 2 cores
     python3 bench/compare.py --no-capacity        # without the capacity search (about 8 minutes)
+    python3 bench/compare.py --publishers 20 --seconds 40 --no-capacity \
+        --peer mediamtx=rtmp://127.0.0.1:1935/live,http://127.0.0.1:8888/live --peer-pid mediamtx=PID
 
 1. Ingest: the same N ffmpeg publishers (`-re -stream_loop -1 -c copy` of a 1280x720 30 fps 2.5 Mbps H.264
    + 128 kbps AAC clip, 2 s GOP, generated once into ~/.cache/live-video) for the same time into
    (a) nginx with Debian's nginx-rtmp: master + 1 worker, `live on; hls on; hls_fragment 2s`, HLS on tmpfs;
-   (b) media with 2 s segments -> Tansu (in memory, 8 partitions) -> one edge.
-   Server CPU per stream-minute, peak RSS, segments produced vs expected, availability latency (ours).
+   (b) media with 2 s segments -> a single-node Apache Kafka 4.1 (scripts/kafka/node.sh, 1 GB heap, log dir
+       on disk under /tmp, live-topic as scripts/kafka/live-topic.properties says: 12 partitions) -> one
+       edge, every one with its defaults; the broker's (JVM's) CPU and RSS are ours;
+   (c) every --peer: a server already running (started by hand), publishers to RTMP_BASE/<stream>, its
+       playlists read at HLS_BASE/<stream>/index.m3u8 (or a template with {stream}); CPU and RSS from /proc
+       of --peer-pid (and its children) if given.
+   Server CPU per stream-minute, peak RSS, segments produced vs expected, segment and LL-HLS part
+   availability latency (ours), the edge's cold start (ours).
 2. Serving: wrk against a hot ~700 KB segment and a playlist on the edge, then on nginx's http {} server
    (sendfile on, worker_processes auto) serving the same bytes copied to tmpfs.
 3. Capacity: more publishers until segments go missing, each side alone, bounded in time.
+4. Latency in hls.js: one publisher of the same clip into each side in turn (fresh start; a peer as it
+   runs), then e2e/browser/ll.mjs (headless Chromium, playwright-core; `npm ci` in e2e/browser) plays for
+   --latency-seconds, side by side: ours ll.m3u8 in lowLatencyMode and index.m3u8 plain; nginx-rtmp's
+   plain HLS only (it has no LL-HLS), served by the same nginx over http; a peer's LL template (or its HLS
+   one) in lowLatencyMode and its HLS one plain. The same hls.js for all: the copy our edge serves.
+   hls.latency is the distance from the playlist's live edge (what hls.js steers by); where the playlist
+   has EXT-X-PROGRAM-DATE-TIME the wall clock minus hls.playingDate is shown too.
 
 Writes target/bench/compare.md (the table) and compare.json (every figure); logs under
-target/bench/compare/. Needs scripts/install-deps.sh and `cargo build --release --bins`. Loopback only.
+target/bench/compare/. Needs scripts/install-deps.sh and `cargo build --release --bins` (or --bin-dir /
+BENCH_BIN_DIR: where media and cdn-edge are). Loopback only.
 Not part of the test suite. Do not run anything else on the machine meanwhile.
 """
-import argparse, json, os, re, resource, shutil, sys, tempfile, time
+import argparse, json, os, re, resource, shutil, subprocess, sys, tempfile, time, urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (FETCH_WAIT_NOTE, ROOT, SEGMENT_SECONDS, Nginx, Ours, Procs, clip, cpu_seconds, http_get, log,
-                    machine_jiffies, measure_ingest, rss_mb, start_publishers, wrk)
+from common import (ROOT, SEGMENT_SECONDS, Nginx, Ours, Peer, Procs, bin_dir_default, clip, cpu_seconds, http_get,
+                    log, machine_jiffies, measure_ingest, rss_mb, start_publishers, wrk)
 
 
 def serving(out, src, a):
@@ -135,7 +151,7 @@ def capacity(side, src, a, out, known_ok):
         if fail_n is None:
             n = n + a.capacity_step
             if r["min_mem_available_mb"] < 3000:
-                break  # the next step would run out of memory (publishers + Tansu's in-memory log)
+                break  # the next step would run out of memory (publishers, the broker's page cache)
         else:
             step = (fail_n - ok_n) // 2
             step -= step % a.capacity_fine
@@ -144,6 +160,95 @@ def capacity(side, src, a, out, known_ok):
             n = ok_n + max(a.capacity_fine, step)
     return {"carried": ok_n, "first_failure": fail_n, "trials": trials,
             "search_seconds": round(time.time() - t_start)}
+
+
+LL_MJS = ROOT / "e2e" / "browser" / "ll.mjs"
+
+
+def latency(sides, src, a, out):
+    """hls.js latency in headless Chromium, one side at a time (see 4. above). Returns {side: result}."""
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if not (LL_MJS.parent / "node_modules" / "playwright-core").exists():
+        return {"error": "e2e/browser/node_modules missing: run `npm ci` in e2e/browser"}
+    hlsjs = out / "hls.min.js"
+    res = {}
+    for side in sides:
+        name = side.name if isinstance(side, Peer) else side
+        log(f"latency: {name}, 1 publisher, {a.latency_seconds} s in hls.js")
+        procs = Procs(out / name)
+        ng = None
+        prefix = f"lat{int(time.time()) % 100000}x"
+        stream = prefix + "0"  # what start_publishers names the first publisher's stream
+        try:
+            if side == "ours":
+                srv = Ours(procs, env=a.our_env, bin_dir=a.bin_dir)
+                base = f"http://127.0.0.1:{srv.eport}"
+                if not hlsjs.exists():
+                    hlsjs.write_bytes(http_get(base + "/assets/hls.min.js"))
+                players = {"ll": f"{base}/live/{stream}/ll.m3u8,ll", "plain": f"{base}/live/{stream}/index.m3u8"}
+                ready = lambda: len(re.findall(rb"#EXTINF", http_get(f"{base}/live/{stream}/index.m3u8"))) >= 3
+            elif side == "nginx":
+                srv = ng = Nginx(procs, rtmp=True, workers=1, hls_http=True)
+                url = f"http://127.0.0.1:{ng.hport}/hls/{stream}.m3u8"
+                players = {"plain": url}
+                ready = lambda: len(re.findall(rb"#EXTINF", http_get(url))) >= 3
+            else:
+                srv = side
+                players = {"ll": side.url(stream, ll=True) + ",ll", "plain": side.url(stream)}
+                # MediaMTX lists placeholder EXT-X-GAP segments in a new stream's window; a player that starts
+                # on them (plain HLS starts 3 segments back) stalls, so wait until they have left the window.
+                ready = lambda: len(re.findall(r"^#EXTINF", (side.media_playlist(stream) or ("", ""))[1], re.M)) >= 3 \
+                    and "#EXT-X-GAP" not in side.media_playlist(stream)[1]
+            if not hlsjs.exists():
+                fallback = ROOT / "web/node_modules/hls.js/dist/hls.min.js"
+                shutil.copy(fallback, hlsjs)
+            start_publishers(procs, 1, srv.rtmp_base, src, name=prefix)
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                try:
+                    if ready():
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            else:
+                raise RuntimeError(f"{name}: no playlist with 3 segments after 60 s")
+            bout = out / name / "browser"
+            bout.mkdir(parents=True, exist_ok=True)
+            cmd = ["node", str(LL_MJS), "--hlsjs-file", str(hlsjs), "--out", str(bout), "--seconds",
+                   str(a.latency_seconds)]
+            for k, v in players.items():
+                cmd += ["--player", f"{k}={v}"]
+            if isinstance(side, Peer):
+                # The page is opened at the peer's origin first: its requests are then same-origin (MediaMTX
+                # sends no CORS header for about:blank's Origin: null).
+                u = urllib.parse.urlsplit(side.url(stream))
+                cmd += ["--origin", f"{u.scheme}://{u.netloc}/"]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=a.latency_seconds + 120)
+            (out / name / "browser.log").write_text(r.stdout + r.stderr)
+            result = json.loads((bout / "result.json").read_text())
+            keep = {"ok": result.get("ok"), "error": result.get("error"), "hls.js": result.get("hlsVersion"),
+                    "chromium": result.get("browserVersion")}
+            for k in players:
+                pr = result.get(k) or {}
+                keep[k] = {x: pr.get(x) for x in ("url", "samples", "medianLatency", "p90Latency", "maxLatency",
+                                                   "medianWallLatency", "p90WallLatency", "targetLatency",
+                                                   "played", "stalls", "errors")}
+                if keep[k]["errors"]:
+                    keep[k]["errors"] = keep[k]["errors"][:5]
+            res[name] = keep
+            log(f"  {name}: " + ", ".join(f"{k} median {keep[k]['medianLatency']} s (wall {keep[k]['medianWallLatency']})"
+                                         for k in players))
+        except Exception as e:
+            log(f"latency {name} failed: {e}")
+            res[name] = {"ok": False, "error": str(e)}
+        finally:
+            procs.stop_all()
+            if ng:
+                ng.cleanup()
+    return res
 
 
 def ratio(ours, theirs):
@@ -162,6 +267,61 @@ def fmt(v, unit=""):
     return f"{v}{unit}"
 
 
+def side_by_side(R, a):
+    """Ours, nginx-rtmp and every peer in one table: CPU per stream-minute, RSS, segments, hls.js latency."""
+    peers = [p.name for p in a.peers]
+    if not peers and not R.get("latency"):
+        return ""
+    sides = ["ours", "nginx", *peers]
+    rows = []
+    for n in a.publishers:
+        I = {s: R["ingest"].get(f"{s}-{n}", {}) for s in sides}
+
+        def cell(s, f):
+            try:
+                return f(I[s])
+            except (KeyError, TypeError):
+                return "n/a"
+        rows.append((f"{n} publishers: server CPU-s per stream-minute", *[
+            cell(s, lambda r: f"{fmt(r['media_cpu_s_per_stream_min'])} media alone, {fmt(r['server_cpu_s_per_stream_min'])} "
+                 f"with broker + edge" if s == "ours" else fmt(r["server_cpu_s_per_stream_min"])) for s in sides]))
+        rows.append((f"{n} publishers: ratio to nginx-rtmp (ours: media alone)", *[
+            cell(s, lambda r: fmt(ratio(r["media_cpu_s_per_stream_min"] if s == "ours" else r["server_cpu_s_per_stream_min"],
+                                        I["nginx"]["server_cpu_s_per_stream_min"]), "x")) for s in sides]))
+        rows.append((f"{n} publishers: peak RSS", *[
+            cell(s, lambda r: f"{fmt(r['peak_rss_mb']['media'])} MB media, {fmt(r['peak_rss_mb_total'])} MB with broker + edge"
+                 if s == "ours" else (fmt(r["peak_rss_mb_total"], " MB") if r.get("peak_rss_mb") else "n/a (no pid)"))
+            for s in sides]))
+        rows.append((f"{n} publishers: segments per stream in the window, min-max (expected)", *[
+            cell(s, lambda r: (lambda w: f"{w['per_stream_min']}-{w['per_stream_max']} ({w['expected_per_stream']})")(
+                r.get("segments_listed_at_edge") or r["segments_written"])) for s in sides]))
+        rows.append((f"{n} publishers: machine busy / other CPU", *[
+            cell(s, lambda r: f"{r['machine_cpu_busy_pct']}% / {r['other_cpu_pct']}%") for s in sides]))
+    L = R.get("latency") or {}
+
+    def lat(s, k):
+        r = L.get(s)
+        if not r:
+            return "not run"
+        if not r.get("ok"):
+            return f"failed: {str(r.get('error'))[:80]}"
+        x = r.get(k)
+        if not x:
+            return "n/a (no LL-HLS)" if k == "ll" else "n/a"
+        txt = f"{fmt(x['medianLatency'])} s (p90 {fmt(x['p90Latency'])})"
+        if x.get("medianWallLatency") is not None:
+            txt += f"; wall clock {fmt(x['medianWallLatency'])} s"
+        return txt + f", {x['stalls']} stalls, played {fmt(x['played'])} s"
+    if L:
+        rows.append(("hls.js latency, LL-HLS (lowLatencyMode), median", *[lat(s, "ll") for s in sides]))
+        rows.append(("hls.js latency, plain HLS, median", *[lat(s, "plain") for s in sides]))
+    head = "| figure | " + " | ".join(sides) + " |\n|---|" + "---|" * len(sides) + "\n"
+    return ("\nSide by side, the same clip, one side at a time (hls.js "
+            f"{next((v.get('hls.js') for v in L.values() if isinstance(v, dict) and v.get('hls.js')), '?')}, "
+            f"{a.latency_seconds} s of playback per side):\n\n" + head
+            + "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in rows) + "\n")
+
+
 def table(R, a):
     rows = []
 
@@ -175,9 +335,12 @@ def table(R, a):
         o, g = R["ingest"][f"ours-{n}"], R["ingest"][f"nginx-{n}"]
         mr = ratio(o["media_cpu_s_per_stream_min"], g["server_cpu_s_per_stream_min"])
         row(f"{n} publishers: server CPU-s per stream-minute, media alone vs nginx", o["media_cpu_s_per_stream_min"],
-            g["server_cpu_s_per_stream_min"], "<= 0.8x", mr is not None and mr <= 0.8)
+            g["server_cpu_s_per_stream_min"], "<= 0.6x", mr is not None and mr <= 0.6)
         row(f"{n} publishers: server CPU-s per stream-minute, media+broker+edge vs nginx",
             o["server_cpu_s_per_stream_min"], g["server_cpu_s_per_stream_min"])
+        per = o.get("cpu_s_per_stream_min", {})
+        row(f"{n} publishers: CPU-s per stream-minute of the broker (Apache Kafka's JVM) / of the edge",
+            f"{per.get('broker')} / {per.get('edge')}", None)
         row(f"{n} publishers: CPU-s per stream-minute of the ffmpeg publishers (load generator)",
             o["publishers_cpu_s_per_stream_min"], g["publishers_cpu_s_per_stream_min"])
         row(f"{n} publishers: whole machine busy / of which not the servers or publishers (should be ~0)",
@@ -201,6 +364,14 @@ def table(R, a):
         row(f"{n} publishers: availability latency p50 / p99 / max (closed at media -> listed at edge)",
             f"{lat['p50']} / {lat['p99']} / {lat['max']} ms", "n/a (no edge)", "p50 <= 20, p99 <= 100 ms",
             lat["p50"] is not None and lat["p50"] <= 20 and lat["p99"] <= 100)
+        pl = o.get("part_availability_latency_ms") or {}
+        row(f"{n} publishers: LL-HLS part availability p50 / p99 / max (part closed at media -> listed at edge)",
+            f"{pl.get('p50')} / {pl.get('p99')} / {pl.get('max')} ms ({pl.get('parts')} parts)", "n/a (no LL-HLS)")
+        cs = o.get("edge_cold_start")
+        if cs:
+            row(f"{n} publishers: edge cold start: process start -> full window of all {cs['streams']} streams served",
+                cs["all_streams_s"], None, "<= 1 s", cs["all_streams_s"] is not None and cs["all_streams_s"] <= 1,
+                unit=" s")
         bound = o["edge_cache_bytes"] * 1.2 / 2**20 + 50
         row(f"{n} publishers: edge peak RSS (cache {o['edge_cache_bytes'] / 2**20:.0f} MiB, "
             f"{o['edge_cache_bytes_used'] / 2**20:.0f} MiB used)", o["peak_rss_mb"]["edge"], None,
@@ -219,11 +390,6 @@ def table(R, a):
                 f"{e['server_cpu_s']} / {e['wrk_cpu_s']}", f"{g['server_cpu_s']} / {g['wrk_cpu_s']}")
         row("edge peak RSS while serving", S["edge"]["segment"]["server_rss_mb"], S["nginx"]["segment"]["server_rss_mb"],
             unit=" MB")
-    cs = R["ingest"].get(f"ours-{a.publishers[0]}", {}).get("edge_cold_start")
-    if cs:
-        row(f"edge cold start: process start -> full window of all {cs['streams']} streams served",
-            cs["all_streams_s"], None, "<= 1 s", cs["all_streams_s"] is not None and cs["all_streams_s"] <= 1,
-            unit=" s")
     C = R.get("capacity")
     if C:
         o, g = C["ours"], C["nginx"]
@@ -251,6 +417,7 @@ def table(R, a):
             f"at {big})", int(budget / rest) if rest else None, int(budget / whole) if whole else None)
     head = "| figure | this project | nginx | ratio | target | |\n|---|---|---|---|---|---|\n"
     md = head + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
+    md += side_by_side(R, a)
     if C:
         md += ("\nCapacity trials (each a fresh start of one side; 'machine' is all CPUs busy, publishers "
                "included; 'other' is CPU nobody here accounts for):\n\n| side | publishers | carried | machine CPU (other) | server CPU-s/stream-min | "
@@ -270,7 +437,7 @@ def table(R, a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=FETCH_WAIT_NOTE)
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--publishers", default="20,100", help="publisher counts of the main runs [20,100]")
     ap.add_argument("--seconds", type=int, default=60, help="measured seconds per main run [60]")
     ap.add_argument("--warmup", type=int, default=10, help="seconds after every stream is live [10]")
@@ -288,19 +455,31 @@ def main():
                     help="no new trial after this many seconds, per side [300]")
     ap.add_argument("--our-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of media and the edge (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=131072")
+    ap.add_argument("--peer", action="append", default=[], metavar="NAME=RTMP_BASE,HLS[,LL]",
+                    help="a running server to compare (repeatable): publishers go to RTMP_BASE/<stream>; HLS is a "
+                         "base (HLS/<stream>/index.m3u8) or a template with {stream}; LL, optional, the LL-HLS "
+                         "playlist template for the latency run")
+    ap.add_argument("--peer-pid", action="append", default=[], metavar="NAME=PID",
+                    help="the peer's process, read in /proc for CPU and RSS (its children too)")
+    ap.add_argument("--no-latency", dest="latency", action="store_false", help="skip the hls.js latency runs")
+    ap.add_argument("--latency-seconds", type=int, default=40, help="seconds of playback per side [40]")
+    ap.add_argument("--bin-dir", default=None, help="where media and cdn-edge are [BENCH_BIN_DIR or target/release]")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args()
+    a.bin_dir = bin_dir_default(a.bin_dir)
+    os.environ["BENCH_BIN_DIR"] = str(a.bin_dir)  # for every Ours below
+    pids = {k: int(v) for k, v in (x.split("=", 1) for x in a.peer_pid)}
+    a.peers = [Peer.parse(x, pids) for x in a.peer]
     a.publishers = [int(x) for x in a.publishers.split(",")]
     a.our_env = dict(kv.split("=", 1) for kv in a.our_env)
     out = Path(a.out)
     logs = out / "compare"
     out.mkdir(parents=True, exist_ok=True)
     for b in ("media", "cdn-edge"):
-        if not (ROOT / "target/release" / b).exists():
-            sys.exit(f"target/release/{b} missing: run `cargo build --release --bins` first")
+        if not (a.bin_dir / b).exists():
+            sys.exit(f"{a.bin_dir / b} missing: run `cargo build --release --bins` first (or give --bin-dir)")
     if not shutil.which("wrk") and a.serving:
         sys.exit("wrk missing: run scripts/install-deps.sh")
-    log(FETCH_WAIT_NOTE)
     src = clip()
     j0 = machine_jiffies()
     time.sleep(2)
@@ -311,14 +490,18 @@ def main():
     t0 = time.time()
     cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
     R = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "cpu": cpu.group(1) if cpu else "?", "command": " ".join(["python3", "bench/compare.py"] + sys.argv[1:]),
-         "fetch_wait_note": FETCH_WAIT_NOTE, "busy_before_pct": busy_before, "ingest": {}}
+         "bin_dir": str(a.bin_dir), "busy_before_pct": busy_before, "ingest": {},
+         "peers": {p.name: {"rtmp": p.rtmp_base, "hls": p.hls, "ll": p.ll, "pid": p.pid} for p in a.peers}}
     for n in a.publishers:
-        for side in ("nginx", "ours"):
-            log(f"ingest: {side}, {n} publishers, {a.seconds} s")
-            r = measure_ingest(side, n, a.seconds, a.warmup, logs / f"{side}-{n}", src,
-                               cold_start=(side == "ours" and n == a.publishers[0]), our_env=a.our_env)
-            R["ingest"][f"{side}-{n}"] = r
+        for side in ("nginx", "ours", *a.peers):
+            name = side.name if isinstance(side, Peer) else side
+            log(f"ingest: {name}, {n} publishers, {a.seconds} s")
+            r = measure_ingest(side, n, a.seconds, a.warmup, logs / f"{name}-{n}", src,
+                               cold_start=(side == "ours"), our_env=a.our_env)
+            R["ingest"][f"{name}-{n}"] = r
             log(f"  {json.dumps({k: r.get(k) for k in ('server_cpu_s_per_stream_min', 'media_cpu_s_per_stream_min', 'publishers_cpu_s_per_stream_min', 'machine_cpu_busy_pct', 'no_segment_missing', 'availability_latency_ms')})}")
+    if a.latency:
+        R["latency"] = latency(["ours", "nginx", *a.peers], src, a, logs / "latency")
     if a.serving:
         log("serving: wrk against the edge, then nginx")
         R["serving"] = serving(logs / "serving", src, a)
@@ -331,7 +514,8 @@ def main():
           f"{R['runtime_s']} s in all). Ratios are this project / nginx. nginx-rtmp: master + 1 worker "
           f"(`live on; hls on; hls_fragment 2s`, HLS on tmpfs); static nginx: `worker_processes auto` "
           f"({R.get('serving', {}).get('nginx_workers', '?')} workers), `sendfile on`, files on tmpfs. "
-          f"{FETCH_WAIT_NOTE}. wrk runs on the same cores as the server under test, for both sides alike; the "
+          f"Ours: Apache Kafka 4.1.1 single node (1 GB heap) + media + edge, defaults, binaries from "
+          f"{a.bin_dir}. wrk runs on the same cores as the server under test, for both sides alike; the "
           f"ffmpeg publishers likewise (their CPU is shown).\n\n" + table(R, a))
     (out / "compare.md").write_text(md)
     (out / "compare.json").write_text(json.dumps(R, indent=2))

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Profile media under load: the bench stack (Tansu + release media + one edge) with N publishers of the
-bench clip, then `perf record --call-graph dwarf` on media (or the broker/edge) for some seconds, and a `perf report`
-summary. For finding where CPU goes before changing code; figures for the README come from compare.py.
+"""Profile media under load: the bench stack (single-node Apache Kafka + release media + one edge, as
+bench/common.py's Ours starts it; BENCH_BIN_DIR chooses the binaries) with N publishers of the bench clip,
+then `perf record --call-graph dwarf` on media (or the broker/edge) for some seconds, and a `perf report`
+summary (the broker is a JVM: its frames are JIT code perf cannot name without a perf map agent). For
+finding where CPU goes before changing code; figures for the README come from compare.py.
 
     python3 bench/profile.py --publishers 20 --seconds 20 [--target media|broker|edge]
 """
@@ -17,6 +19,7 @@ def main():
     ap.add_argument("--publishers", type=int, default=20)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--settle", type=int, default=10)
+    ap.add_argument("--frequency", type=int, default=199, help="perf record -F: samples per second [199]")
     ap.add_argument("--target", default="media", choices=["media", "broker", "edge"])
     ap.add_argument("--our-env", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench" / "profile"))
@@ -25,13 +28,14 @@ def main():
     procs = Procs(out)
     try:
         srv = Ours(procs, env=dict(kv.split("=", 1) for kv in a.our_env))
+        log(f"{a.publishers} publishers; settling {a.settle} s")
         start_publishers(procs, a.publishers, srv.rtmp_base, clip())
         time.sleep(a.settle)
         pid = srv.pids()[a.target]
         data = out / "perf.data"
         log(f"perf record on {a.target} (pid {pid}) for {a.seconds} s")
         before = threads(pid)
-        subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-F", "199", "-p", str(pid), "-o", str(data), "--",
+        subprocess.run(["perf", "record", "--call-graph", "dwarf,16384", "-F", str(a.frequency), "-p", str(pid), "-o", str(data), "--",
                         "sleep", str(a.seconds)], check=True, capture_output=True)
         after = threads(pid)
     finally:
@@ -50,9 +54,16 @@ def main():
         for name, (n, cpu, vol, inv) in sorted(rows.items(), key=lambda kv: -kv[1][1]))
     report = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--stdio", "--percent-limit", "0.7",
                              "-g", "none", "--sort", "dso,symbol"], capture_output=True, text=True).stdout
-    (out / "report.txt").write_text(table + "\n" + report)
+    by_dso = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--stdio", "--sort", "dso",
+                             "-g", "none"], capture_output=True, text=True).stdout
+    # Who calls the hot leaves: the same samples with their callers, folded by symbol (children counted).
+    callers = subprocess.run(["perf", "report", "-i", str(data), "--children", "--stdio", "--percent-limit", "3",
+                              "-g", "none", "--sort", "symbol"], capture_output=True, text=True).stdout
+    (out / "report.txt").write_text(table + "\n" + report + "\n" + by_dso + "\n" + callers)
     print(table)
     print(report)
+    print(by_dso)
+    print(callers)
 
 
 def threads(pid):

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Soak test (issue 5, "Load"): N ffmpeg publishers and M HLS viewers spread over two edges for D minutes,
-through a release build of media, the Tansu broker and two edges. Not run by CI; a documented command.
+through a release build of media, a single-node Apache Kafka and two edges. Not run by CI; a documented
+command.
 
     cargo build --release --bins
     python3 bench/soak.py                                   # 50 publishers, 500 viewers, 10 minutes
     python3 bench/soak.py --publishers 4 --viewers 40 --minutes 2   # a quick check of the script itself
 
 Publishers: `ffmpeg -re -stream_loop -1 -c copy` of a generated clip, as bench/ingest.py does. The default
-clip is lighter than the benchmark's 720p one (640x360 30 fps, 600 kbps H.264 with a 2 s GOP + 64 kbps AAC):
-Tansu 0.6 keeps every record in memory (it does not enforce retention), and 50 streams of 2.6 Mbps for 10
-minutes would put ~10 GB into the broker. `--clip 720p` uses the benchmark's clip.
+clip is lighter than the benchmark's 720p one (640x360 30 fps, 600 kbps H.264 with a 2 s GOP + 64 kbps AAC),
+as in every soak before, so runs compare; `--clip 720p` uses the benchmark's clip.
+
+Broker: Apache Kafka by scripts/kafka/node.sh (1 GB heap), live-topic as live-topic.properties says except
+a short retention so that the soak sees it work: `--retention-ms` (120 s) and `--segment-ms` (30 s) on the
+topic, `log.retention.check.interval.ms` (`--retention-check-ms`, 10 s) and `log.segment.delete.delay.ms=1000`
+on the node. The broker then holds at most retention + segment + check interval of records (~160 s).
 
 Viewers: asyncio, one keep-alive HTTP/1.1 connection each; viewer i watches stream (i // edges) % N on
 edge i % edges, so every stream is watched on every edge. Each reloads the playlist every target duration
@@ -22,17 +27,22 @@ Judged:
   * missing segments: a watcher per (edge, stream) reloads the playlist every second; after the publishers
     stop and every playlist has ended, every sequence number media closed (its `segment closed` debug lines)
     must have been listed by every edge;
-  * memory: RSS of media and of each edge at minute 2 and at the end must agree within 10% (the broker's is
-    reported too, but Tansu does not enforce retention, so it grows with the bytes published).
+  * memory: RSS of media and of each edge at minute 2 and at the end must agree within 10%;
+  * the broker is bounded by retention: from retention + segment + check interval + 30 s (`bound_s`) to the
+    end of viewing, the peaks of its RSS and of its log directory's disk usage (sampled every 10 s with the
+    others) in the second half grow by at most 10% (RSS) and 15% (disk) over the first half's (disk moves
+    by a segment.ms of records as segments roll and expire), and the disk never exceeds the bytes that
+    reached it in bound_s seconds at the rate of the first 100 s (before anything could expire). Needs a
+    run of at least twice bound_s.
 
 Writes target/bench/soak.json (every figure, the RSS timeline) and target/bench/soak.md (the verdict), logs
 under target/bench/soak/. Loopback only; stops every process it started, by pid.
 """
-import argparse, asyncio, json, re, subprocess, sys, threading, time
+import argparse, asyncio, json, os, re, subprocess, sys, threading, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (CACHE, ROOT, Ours, Procs, clip, free_port, http_get, log, rss_mb,
+from common import (CACHE, ROOT, Ours, Procs, bin_dir_default, clip, free_port, http_get, log, rss_mb,
                     start_publishers, wait_port)
 
 # The edges run with the default --segment-ttl-seconds.
@@ -162,9 +172,13 @@ async def watcher(port, stream, until, seen, first, stop):
     http.close()
 
 
-def sample_rss(pids, every, samples, stop, t0):
+def sample(pids, kafka):
+    return {**{k: round(rss_mb(p), 1) for k, p in pids.items()}, "broker_disk": round(kafka.disk_bytes() / 2**20, 1)}
+
+
+def sample_rss(pids, kafka, every, samples, stop, t0):
     while not stop.wait(every):
-        samples.append({"t": round(time.time() - t0, 1), **{k: round(rss_mb(p), 1) for k, p in pids.items()}})
+        samples.append({"t": round(time.time() - t0, 1), **sample(pids, kafka)})
 
 
 def at(samples, t):
@@ -183,7 +197,11 @@ def main():
     ap.add_argument("--baseline-minute", type=float, default=2,
                     help="RSS at this minute is compared with RSS at the end [2; half the run if shorter]")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
-                    help="which build of media and cdn-edge to run [release]")
+                    help="which build of media and cdn-edge to run [release]; BENCH_BIN_DIR overrides")
+    ap.add_argument("--retention-ms", type=int, default=120000, help="live-topic's retention.ms [120000]")
+    ap.add_argument("--segment-ms", type=int, default=30000, help="live-topic's segment.ms [30000]")
+    ap.add_argument("--retention-check-ms", type=int, default=10000,
+                    help="the broker's log.retention.check.interval.ms [10000]")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args()
     out = Path(a.out)
@@ -203,7 +221,13 @@ def main():
 
 def run(a, procs, src, result):
     srv = Ours(procs, edge_log="info", env={"RUST_LOG": "info,media::broadcast=debug"},
-               bin_dir=ROOT / "target" / a.profile)
+               bin_dir=os.environ.get("BENCH_BIN_DIR") or ROOT / "target" / a.profile,
+               kafka_options=[f"log.retention.check.interval.ms={a.retention_check_ms}",
+                              "log.segment.delete.delay.ms=1000"],
+               topic_configs={"retention.ms": str(a.retention_ms), "segment.ms": str(a.segment_ms)})
+    result["broker"] = {"partitions": srv.kafka.partitions, "topic_configs": srv.kafka.topic_configs,
+                        "retention_check_ms": a.retention_check_ms, "heap": os.environ.get("BENCH_KAFKA_HEAP", "1g"),
+                        "bin_dir": str(srv.bin_dir)}
     ports = [srv.eport]
     for i in range(1, a.edges):
         port = free_port()
@@ -232,7 +256,8 @@ def run(a, procs, src, result):
     duration = a.minutes * 60
     until = t0 + duration
     samples, stop_sampling = [], threading.Event()
-    sampler = threading.Thread(target=sample_rss, args=(pids, 10, samples, stop_sampling, t0), daemon=True)
+    samples.append({"t": 0.0, **sample(pids, srv.kafka)})
+    sampler = threading.Thread(target=sample_rss, args=(pids, srv.kafka, 10, samples, stop_sampling, t0), daemon=True)
     sampler.start()
     tally = Tally()
     seen = {(e, s): set() for e in range(len(ports)) for s in streams}
@@ -259,7 +284,8 @@ def run(a, procs, src, result):
 
     asyncio.run(load())
     stop_sampling.set()
-    samples.append({"t": round(time.time() - t0, 1), **{k: round(rss_mb(p), 1) for k, p in pids.items()}})
+    samples.append({"t": round(time.time() - t0, 1), **sample(pids, srv.kafka)})
+    viewing_s = duration
 
     closed = {}
     for line in (procs.out / "media.log").read_text(errors="replace").splitlines():
@@ -279,6 +305,47 @@ def run(a, procs, src, result):
     base, end = at(samples, base_t), samples[-1]
     growth = {k: round((end[k] - base[k]) / base[k] * 100, 1) for k in pids if base.get(k)}
     flat = {k: abs(growth.get(k, 0)) <= 10 for k in pids if k != "broker"}
+
+    # The broker: bounded by retention once retention + segment roll + check interval have passed.
+    bound_s = (a.retention_ms + a.segment_ms + a.retention_check_ms) / 1000 + 30
+    # The publishers stop at the end of viewing; the last samples (while the watchers wait for the playlists
+    # to end) are not under load, so the broker's end is the last sample of the viewing time.
+    loaded = [x for x in samples if x["t"] <= viewing_s + 5]
+    after = [x for x in loaded if x["t"] >= bound_s]
+    broker = {"bound_s": bound_s, "judged": len(after) >= 2 and loaded[-1]["t"] >= 2 * bound_s}
+    if after:
+        b0, b1 = after[0], loaded[-1]
+        # The rate records reach the broker's disk, from its growth before any segment can have expired:
+        # records started before t0, so the first deletion can come at retention.ms after t0 at the earliest.
+        early = [x for x in samples if x["t"] <= min(100.0, a.retention_ms / 1000 - 10)]
+        rate = ((early[-1]["broker_disk"] - early[0]["broker_disk"]) * 2**20 / max(1.0, early[-1]["t"] - early[0]["t"])
+                if len(early) >= 2 else 0.0)
+        # Disk moves by up to (segment + check interval) / retention as segments roll and expire, so two
+        # single samples say little: the peaks of the first and the second half of the bounded time must agree.
+        half = len(after) // 2 or 1
+        h0, h1 = after[:half], after[half:] or after[-1:]
+        peak = lambda xs, k: max(x[k] for x in xs)
+        pc = lambda x0, x1: round((x1 - x0) / x0 * 100, 1) if x0 else None
+        broker.update({
+            "at_s": b0["t"], "end_s": b1["t"], "rss_mb": [b0["broker"], b1["broker"]],
+            "disk_mb": [b0["broker_disk"], b1["broker_disk"]],
+            "halves_s": [[h0[0]["t"], h0[-1]["t"]], [h1[0]["t"], h1[-1]["t"]]],
+            "rss_peak_halves_mb": [peak(h0, "broker"), peak(h1, "broker")],
+            "disk_peak_halves_mb": [peak(h0, "broker_disk"), peak(h1, "broker_disk")],
+            "rss_change_pct": pc(peak(h0, "broker"), peak(h1, "broker")),
+            "disk_change_pct": pc(peak(h0, "broker_disk"), peak(h1, "broker_disk")),
+            "disk_max_after_mb": max(x["broker_disk"] for x in after),
+            "disk_max_mb": max(x["broker_disk"] for x in samples),
+            "rss_max_after_mb": max(x["broker"] for x in after),
+            "produce_rate_mb_s": round(rate / 2**20, 3),
+            "disk_bound_mb": round(rate * bound_s / 2**20, 1),
+        })
+        broker["flat"] = (broker["rss_change_pct"] is not None and broker["rss_change_pct"] <= 10
+                          and broker["disk_change_pct"] is not None and broker["disk_change_pct"] <= 15
+                          and broker["disk_max_after_mb"] <= broker["disk_bound_mb"])
+    else:
+        broker["flat"] = False
+    result["broker_bounded"] = broker
     # An edge's cache only stops growing once segments start expiring (--segment-ttl-seconds, 120 s by
     # default): a baseline before that compares filling with full, which says nothing about leaks.
     judged = base_t >= EDGE_SEGMENT_TTL
@@ -294,6 +361,7 @@ def run(a, procs, src, result):
     })
     result["pass"] = (tally.error_count == 0 and all(v == 0 for v in missing_count.values())
                       and (all(flat.values()) or not judged) and result["segments_closed"] > 0
+                      and (broker["flat"] or not broker["judged"])
                       and not result["publishers_exited_early"] and not result.get("playlists_not_ended"))
 
 
@@ -324,8 +392,23 @@ def report(r):
         "|---|---|---|---|",
     ]
     for k, g in r["rss_growth_pct"].items():
-        note = " (Tansu keeps every record: no retention)" if k == "broker" else ""
-        lines.append(f"| {k}{note} | {r['rss_baseline_mb'][k]} | {r['rss_end_mb'][k]} | {g:+}% |")
+        lines.append(f"| {k} | {r['rss_baseline_mb'][k]} | {r['rss_end_mb'][k]} | {g:+}% |")
+    b = r.get("broker_bounded") or {}
+    if b.get("at_s") is not None:
+        lines += ["", f"Broker bounded by retention (retention.ms {r['broker']['topic_configs'].get('retention.ms')}, "
+                  f"segment.ms {r['broker']['topic_configs'].get('segment.ms')}, check every "
+                  f"{r['broker']['retention_check_ms']} ms; judged from {b['bound_s']:.0f} s): "
+                  f"**{'flat' if b['flat'] else 'NOT flat'}**" + ("" if b["judged"] else " (run too short to judge)"),
+                  "", "| broker | at %s s | at end of viewing (%s s) | peak %s-%s s | peak %s-%s s | change of the peaks | max after %s s |"
+                  % (b["at_s"], b["end_s"], *b["halves_s"][0], *b["halves_s"][1], b["bound_s"]),
+                  "|---|---|---|---|---|---|---|",
+                  f"| RSS (MB) | {b['rss_mb'][0]} | {b['rss_mb'][1]} | {b['rss_peak_halves_mb'][0]} | "
+                  f"{b['rss_peak_halves_mb'][1]} | {b['rss_change_pct']:+}% | {b['rss_max_after_mb']} |",
+                  f"| log dir on disk (MB) | {b['disk_mb'][0]} | {b['disk_mb'][1]} | {b['disk_peak_halves_mb'][0]} | "
+                  f"{b['disk_peak_halves_mb'][1]} | {b['disk_change_pct']:+}% | "
+                  f"{b['disk_max_after_mb']} (bound {b['disk_bound_mb']} = {b['produce_rate_mb_s']} MB/s x {b['bound_s']:.0f} s) |",
+                  "", "Broker timeline (s: RSS MB / disk MB): " + ", ".join(
+                      f"{x['t']:.0f}: {x['broker']:.0f}/{x['broker_disk']:.0f}" for x in r["rss_timeline"][::3])]
     if r["first_errors"]:
         lines += ["", "First errors:", *[f"- {e}" for e in r["first_errors"][:10]]]
     return "\n".join(lines) + "\n"

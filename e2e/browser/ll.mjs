@@ -8,13 +8,20 @@
 // Writes DIR/result.json: `versions`, and per player (`ll`, `plain`, `shakaLl`) the median/p90/max of the
 // player's latency estimate, the samples, the stalls (re-buffering after playback started, see
 // startPlayer) and the player's errors.
+//
+// Any other server (bench/compare.py's latency runs): hls.js players of your own, hls.js from a file:
+//   node ll.mjs --player NAME=URL[,ll] ... --hlsjs-file PATH --out DIR [--seconds 60]
+// (`,ll` plays that URL with lowLatencyMode; the page is about:blank, so the server must send CORS headers
+// for Origin: null, or give --origin URL: the page is then opened at that URL first and keeps its origin).
+// Where a playlist carries EXT-X-PROGRAM-DATE-TIME, hls.js players also report the median of wall clock -
+// hls.playingDate.
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { launch } from './chromium.mjs';
 
 function args(argv) {
-  const out = { seconds: 60 };
+  const out = { seconds: 60, players: [] };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
     const next = () => argv[++i];
@@ -22,9 +29,14 @@ function args(argv) {
     else if (a === '--stream') out.stream = next();
     else if (a === '--out') out.out = next();
     else if (a === '--seconds') out.seconds = Number(next());
+    else if (a === '--player') out.players.push(next());
+    else if (a === '--hlsjs-file') out.hlsjsFile = next();
+    else if (a === '--origin') out.origin = next();
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!out.base || !out.stream || !out.out) throw new Error('--base, --stream and --out are required');
+  if (!out.out) throw new Error('--out is required');
+  if (!out.players.length && (!out.base || !out.stream)) throw new Error('--base and --stream, or --player, are required');
+  if (!out.base && !out.hlsjsFile) throw new Error('--base or --hlsjs-file is required');
   return out;
 }
 
@@ -81,6 +93,7 @@ async function startPlayer({ url, player, lowLatency, shakaConfig }) {
   const hls = new window.Hls({ lowLatencyMode: lowLatency });
   window.latency = () => hls.latency;
   window.targetLatency = () => hls.targetLatency;
+  window.wallLatency = () => (hls.playingDate ? (Date.now() - hls.playingDate.getTime()) / 1000 : null);
   hls.on(window.Hls.Events.ERROR, (_e, d) => {
     if (d.details === 'bufferStalledError') {
       if (state.started) state.stallEvents.push({ t: video.currentTime, kind: 'hls.js bufferStalledError' });
@@ -99,6 +112,7 @@ const sample = () => {
   return {
     latency: window.latency ? window.latency() : null,
     targetLatency: window.targetLatency ? window.targetLatency() : null,
+    wallLatency: window.wallLatency ? window.wallLatency() : null,
     currentTime: v.currentTime,
     paused: v.paused,
     started: window.probe.started,
@@ -127,9 +141,18 @@ try {
   const { context } = browser;
   result.browserVersion = context.browser() ? context.browser().version() : null;
   const ll = `${opt.base}/live/${opt.stream}/ll.m3u8`;
-  const players = {
-    ll: { url: ll, player: 'hls.js', lowLatency: true },
-    plain: { url: `${opt.base}/live/${opt.stream}/index.m3u8`, player: 'hls.js', lowLatency: false },
+  const players = {};
+  if (opt.players.length) {
+    for (const spec of opt.players) {
+      const eq = spec.indexOf('=');
+      let url = spec.slice(eq + 1);
+      const lowLatency = url.endsWith(',ll');
+      if (lowLatency) url = url.slice(0, -3);
+      players[spec.slice(0, eq)] = { url, player: 'hls.js', lowLatency };
+    }
+  } else {
+    players.ll = { url: ll, player: 'hls.js', lowLatency: true };
+    players.plain = { url: `${opt.base}/live/${opt.stream}/index.m3u8`, player: 'hls.js', lowLatency: false };
     // sequenceMode: shaka-player 5.2.12 (the newest release) in its default segments mode calls abort()
     // before appending a part whenever it recomputes the timestamp offset, and for any live stream whose
     // media time is ahead of its playlist time the Edge workaround in setTimestampOffset_ (+0.001 on
@@ -137,20 +160,22 @@ try {
     // floating-point chance: Chromium then drops the part's video up to the next keyframe and shaka waits
     // at the next segment boundary. Fixed upstream (shaka-player#10559, #10591, issue #10589) but not
     // released; sequence mode skips the recomputation, as the maintainers suggest there.
-    shakaLl: { url: ll, player: 'shaka', lowLatency: true, shakaConfig: { manifest: { hls: { sequenceMode: true } } } },
-  };
+    players.shakaLl = { url: ll, player: 'shaka', lowLatency: true, shakaConfig: { manifest: { hls: { sequenceMode: true } } } };
+  }
   const scripts = {
-    'hls.js': { url: `${opt.base}/assets/hls.min.js` },
+    'hls.js': opt.hlsjsFile ? { path: opt.hlsjsFile } : { url: `${opt.base}/assets/hls.min.js` },
     shaka: { path: join(dirname(fileURLToPath(import.meta.url)), 'node_modules/shaka-player/dist/shaka-player.compiled.js') },
   };
   const pages = {};
   for (const [name, p] of Object.entries(players)) {
     const page = context.pages().length && !Object.keys(pages).length ? context.pages()[0] : await context.newPage();
     page.on('pageerror', (e) => log(`${name} page error: ${e.message}`));
+    if (opt.origin) await page.goto(opt.origin).catch((e) => log(`${name}: ${opt.origin}: ${e.message}`));
     await page.setContent(page_html, { waitUntil: 'load' });
     await page.addScriptTag(scripts[p.player]);
     const version = await page.evaluate(startPlayer, p);
     result.versions = { ...result.versions, [name]: version };
+    if (p.player === 'hls.js') result.hlsVersion = version;
     pages[name] = page;
     log(`${name}: playing ${p.url} with ${version}`);
   }
@@ -176,12 +201,16 @@ try {
     const probe = await page.evaluate(() => window.probe);
     const lat = samples[name].filter((s) => s.started && typeof s.latency === 'number' && s.latency > 0).map((s) => s.latency);
     const last = samples[name][samples[name].length - 1];
+    const wall = samples[name].filter((s) => s.started && typeof s.wallLatency === 'number').map((s) => s.wallLatency);
     result[name] = {
       url: players[name].url,
       samples: lat.length,
       medianLatency: quantile(lat, 0.5),
       p90Latency: quantile(lat, 0.9),
       maxLatency: lat.length ? Math.max(...lat) : null,
+      wallSamples: wall.length,
+      medianWallLatency: quantile(wall, 0.5),
+      p90WallLatency: quantile(wall, 0.9),
       targetLatency: last ? last.targetLatency : null,
       played: last ? last.currentTime - first[name] : 0,
       stalls: probe.stallEvents.length,
