@@ -47,7 +47,7 @@ fn a_long_keyframe_interval_is_reported_with_the_setting_to_change() -> Result<(
     let metrics = String::from_utf8(get(&format!("http://{}/metrics", media.http))?.body)?;
     ensure!(
         metrics.contains(
-            "media_stream_keyframe_interval_over_target{stream=\"obs-default\",segment_target_seconds=\"2\"} 1\n"
+            "media_stream_keyframe_interval_over_target{segment_target_seconds=\"2\",stream=\"obs-default\"} 1\n"
         ),
         "{metrics}"
     );
