@@ -158,22 +158,17 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let status = ffmpeg.wait(Duration::from_secs(1))?;
-    ensure!(
-        status.success(),
-        "the publisher was disconnected: {}",
-        ffmpeg.log_text()
-    );
-
-    let pl = ended_everywhere(&[&edge_a, &edge_b], STREAM, Duration::from_secs(30))?;
-    let closed = closed_seqs(&media.proc.log_text());
-    let listed = seqs(&pl);
+    let closed = nothing_lost(
+        &mut ffmpeg,
+        &media,
+        &[&edge_a, &edge_b],
+        Duration::from_secs(30),
+    )?;
     eprintln!(
-        "media closed {} segments ({}..={}), edges list {}",
+        "media closed {} segments ({}..={}), both edges list all of them",
         closed.len(),
         closed.first().copied().unwrap_or(0),
         closed.last().copied().unwrap_or(0),
-        listed.len()
     );
     ensure!(closed.len() >= 25, "only {} segments closed", closed.len());
     // One-second segments: about ten closed while the broker was away.
@@ -181,6 +176,28 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         closed_in_outage >= 8,
         "only {closed_in_outage} segments were closed during the outage"
     );
+    Ok(())
+}
+
+/// After a fault: the publisher finished without being disconnected, every edge serves the same ended
+/// playlist (within `timeout`), which lists every segment media closed exactly once, in order and
+/// without a gap, each served with the same bytes by every edge, and media's producer counted them all
+/// delivered and none dropped. Returns the sequence numbers media closed.
+fn nothing_lost(
+    ffmpeg: &mut Proc,
+    media: &Media,
+    edges: &[&Edge],
+    timeout: Duration,
+) -> Result<Vec<u64>> {
+    let status = ffmpeg.wait(Duration::from_secs(1))?;
+    ensure!(
+        status.success(),
+        "the publisher was disconnected: {}",
+        ffmpeg.log_text()
+    );
+    let pl = ended_everywhere(edges, STREAM, timeout)?;
+    let closed = closed_seqs(&media.proc.log_text());
+    let listed = seqs(&pl);
     ensure!(
         contiguous(&listed),
         "edge sequence numbers have a gap: {listed:?}"
@@ -189,13 +206,13 @@ fn broker_outage_loses_no_segment() -> Result<()> {
         listed == closed,
         "edges list {listed:?}, media closed {closed:?}"
     );
-    all_served(&[&edge_a, &edge_b], STREAM, &pl)?;
-    let stats = api_stats(&media)?;
+    all_served(edges, STREAM, &pl)?;
+    let stats = api_stats(media)?;
     ensure!(
         stats["segments_delivered"] == closed.len() as u64 && stats["segments_dropped"] == 0,
         "producer counters: {stats}"
     );
-    Ok(())
+    Ok(closed)
 }
 
 /// An edge killed with SIGKILL and started again on the same port serves the whole live window (what
@@ -852,30 +869,16 @@ fn cluster_fault(
             publisher_done - ended
         );
     }
-    let status = ffmpeg.wait(Duration::from_secs(1))?;
-    ensure!(
-        status.success(),
-        "the publisher was disconnected: {}",
-        ffmpeg.log_text()
-    );
-
-    let pl = ended_everywhere(&[&edge_a, &edge_b], STREAM, Duration::from_secs(60))?;
-    let closed = closed_seqs(&media.proc.log_text());
-    let listed = seqs(&pl);
+    let closed = nothing_lost(
+        &mut ffmpeg,
+        &media,
+        &[&edge_a, &edge_b],
+        Duration::from_secs(60),
+    )?;
     ensure!(
         closed.len() as u32 >= seconds / 2 - 3,
         "only {} segments closed",
         closed.len()
-    );
-    ensure!(
-        listed == closed,
-        "edges list {listed:?}, media closed {closed:?}"
-    );
-    all_served(&[&edge_a, &edge_b], STREAM, &pl)?;
-    let stats = api_stats(&media)?;
-    ensure!(
-        stats["segments_delivered"] == closed.len() as u64 && stats["segments_dropped"] == 0,
-        "producer counters: {stats}"
     );
     let gap = arrivals.longest_gap();
     eprintln!(
