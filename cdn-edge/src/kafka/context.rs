@@ -51,6 +51,19 @@ impl EdgeContext {
         *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
+    /// Records (partition, leader) pairs, from the statistics or from metadata fetched just now; a
+    /// partition whose leader moved is broker trouble (see `stats`). Returns whether one moved.
+    pub fn observe_leaders(&self, leaders: impl IntoIterator<Item = (i32, i32)>) -> bool {
+        let mut known = self.leaders.lock().unwrap_or_else(PoisonError::into_inner);
+        let moved = note_leaders(&mut known, leaders);
+        if moved.is_empty() {
+            return false;
+        }
+        debug!(partitions = ?moved, "partition leadership moved; not judging silence for now");
+        self.note_trouble();
+        true
+    }
+
     /// When the brokers last could not be reached.
     pub fn trouble_at(&self) -> Option<Instant> {
         *self.trouble.lock().unwrap_or_else(PoisonError::into_inner)
@@ -64,17 +77,12 @@ impl ClientContext for EdgeContext {
         // new leader while the origins' producers are still finding it (after a leader died, the
         // controllers take their session timeout to move it, then every client must refresh its
         // metadata), so the silence of those seconds says nothing about the origins.
-        let mut known = self.leaders.lock().unwrap_or_else(PoisonError::into_inner);
         let leaders = statistics
             .topics
             .values()
             .flat_map(|t| t.partitions.values())
             .map(|p| (p.partition, p.leader));
-        let moved = note_leaders(&mut known, leaders);
-        if !moved.is_empty() {
-            debug!(partitions = ?moved, "partition leadership moved; not judging silence for now");
-            self.note_trouble();
-        }
+        self.observe_leaders(leaders);
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {

@@ -43,11 +43,30 @@ pub(super) fn end_silent_streams(
     if silent.is_empty() {
         return;
     }
+    let topic = settings.topic.as_str();
+    // The statistics see a leader move only every few seconds; a verdict must not fall in between,
+    // when this edge already reads the new leader and the origin's producer is still finding it.
+    match consumer.fetch_metadata(Some(topic), WATERMARK_TIMEOUT) {
+        Ok(metadata) => {
+            let leaders = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions())
+                .map(|p| (p.id(), p.leader()));
+            if context.observe_leaders(leaders) {
+                return;
+            }
+        }
+        Err(e) => {
+            context.note_trouble();
+            return debug!(error = %e, "metadata unavailable; not judging silence");
+        }
+    }
     let positions = match consumer.position() {
         Ok(p) => p,
         Err(e) => return debug!(error = %e, "cannot read consumer positions"),
     };
-    let topic = settings.topic.as_str();
     let mut caught_up: HashMap<i32, bool> = HashMap::new();
     for s in silent {
         let Some(partition) = ingest.partition_of(&s.stream) else {
