@@ -507,6 +507,27 @@ mod tests {
     use rdkafka::mocking::MockCluster;
     use rdkafka::{Offset, TopicPartitionList};
 
+    /// A producer to the mock cluster at `brokers`, topic `live`, with its driving task spawned.
+    fn mock_producer(
+        brokers: &str,
+        max_message_bytes: usize,
+        livedto_version: common::SchemaVersion,
+    ) -> (ProducerHandle, tokio::task::JoinHandle<()>) {
+        let (handle, task) = start(
+            ProducerSettings {
+                brokers: brokers.to_owned(),
+                topic: "live".into(),
+                max_message_bytes,
+                livedto_version,
+                max_queue_bytes: 64 << 20,
+                extra: Vec::new(),
+            },
+            Duration::from_secs(5),
+        )
+        .expect("producer config accepted by librdkafka");
+        (handle, tokio::spawn(task))
+    }
+
     fn meta(seq: u64) -> SegmentMeta {
         SegmentMeta {
             disc_seq: 1,
@@ -533,19 +554,7 @@ mod tests {
     async fn chunked_round_trip(version: common::SchemaVersion) {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("live", 1, 1).expect("topic");
-        let (handle, task) = start(
-            ProducerSettings {
-                brokers: cluster.bootstrap_servers(),
-                topic: "live".into(),
-                max_message_bytes: 1_000_000,
-                livedto_version: version,
-                max_queue_bytes: 64 << 20,
-                extra: Vec::new(),
-            },
-            Duration::from_secs(5),
-        )
-        .expect("producer config accepted by librdkafka");
-        let task = tokio::spawn(task);
+        let (handle, task) = mock_producer(&cluster.bootstrap_servers(), 1_000_000, version);
         let data: Bytes = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         handle.send_segment(meta(7), data.clone()).expect("queued");
         let stats = handle.stats.clone();
@@ -609,19 +618,11 @@ mod tests {
     async fn streams_land_on_the_java_clients_partition() {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("live", 12, 1).expect("topic");
-        let (handle, task) = start(
-            ProducerSettings {
-                brokers: cluster.bootstrap_servers(),
-                topic: "live".into(),
-                max_message_bytes: 1_000_000,
-                livedto_version: common::SchemaVersion::V1,
-                max_queue_bytes: 64 << 20,
-                extra: Vec::new(),
-            },
-            Duration::from_secs(5),
-        )
-        .expect("producer");
-        let task = tokio::spawn(task);
+        let (handle, task) = mock_producer(
+            &cluster.bootstrap_servers(),
+            1_000_000,
+            common::SchemaVersion::V1,
+        );
         let streams = ["mystream", "cam-1", "fault-cam", "a", "studio/b", "x-9"];
         for stream in streams {
             let meta = SegmentMeta {
@@ -673,19 +674,11 @@ mod tests {
     async fn parts_travel_as_single_records_and_oversized_ones_are_dropped() {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster.create_topic("live", 1, 1).expect("topic");
-        let (handle, task) = start(
-            ProducerSettings {
-                brokers: cluster.bootstrap_servers(),
-                topic: "live".into(),
-                max_message_bytes: 100_000,
-                livedto_version: common::SchemaVersion::V1,
-                max_queue_bytes: 64 << 20,
-                extra: Vec::new(),
-            },
-            Duration::from_secs(5),
-        )
-        .expect("producer");
-        let task = tokio::spawn(task);
+        let (handle, task) = mock_producer(
+            &cluster.bootstrap_servers(),
+            100_000,
+            common::SchemaVersion::V1,
+        );
         let part = |size: usize| common::PartMeta {
             stream: "cam".into(),
             broadcast: "b".into(),
