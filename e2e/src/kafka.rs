@@ -377,16 +377,6 @@ impl Broker {
             .listening(addr, Duration::from_secs(120))
     }
 
-    /// The nodes' logs so far, concatenated.
-    pub fn log_text(&self) -> String {
-        self.cluster
-            .iter()
-            .flat_map(|c| &c.nodes)
-            .filter_map(|n| n.proc.as_ref())
-            .map(Proc::log_text)
-            .collect()
-    }
-
     /// Index (0-based) of the node leading `partition` of the topic.
     pub fn leader_of(&mut self, partition: i32) -> Result<usize> {
         let (leader, _) = self.partition_state(partition)?;
