@@ -122,9 +122,16 @@ impl Consumer {
             // a record arrives (fetch.min.bytes=1), so this costs no latency; it only bounds how often an
             // idle edge asks each broker.
             .set("fetch.wait.max.ms", "500")
-            // librdkafka's prefetch queue is per partition; its default (64 MiB) times many partitions
-            // would be unbounded in practice.
+            // What librdkafka prefetches into the consumer queue (one queue for all partitions with this
+            // consumer API), overshot by at most one fetch. The store copies every record out at once,
+            // so a few fetches' worth is plenty.
             .set("queued.max.messages.kbytes", "16384")
+            // Once that queue is over its bound, librdkafka postpones the next fetch of a partition by
+            // this long (default 1 s). A starting edge reads a whole window of every stream (~180 MB for
+            // 20 streams with LL-HLS parts) and crossed the bound within the first fetches, then sat out
+            // a second doing nothing: cold starts took 1.6-5 s instead of 0.6-0.9 s. The queue drains in
+            // milliseconds, so look again soon; live reading never reaches the bound.
+            .set("fetch.queue.backoff.ms", "10")
             // Statistics carry each partition's high watermark and position, i.e. the lag /metrics
             // shows, at no extra broker request; a few seconds is fresh enough for a scrape.
             .set("statistics.interval.ms", "5000")
