@@ -16,13 +16,12 @@ use bytes::Bytes;
 use common::{
     encode_meta_as, split_segment, ChunkPlan, LiveMessage, SchemaVersion, SegmentMeta, META_HEADER,
 };
-use futures::future::join_all;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _};
 use rdkafka::ClientContext;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 /// Room reserved in each record for key, headers and Kafka's own framing, below `--max-message-bytes`.
@@ -72,11 +71,110 @@ impl ClientContext for ProducerContext {
 }
 
 impl rdkafka::producer::ProducerContext for ProducerContext {
-    type DeliveryOpaque = Box<oneshot::Sender<Result<(), KafkaError>>>;
+    type DeliveryOpaque = Arc<InFlight>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
-        // The receiver is gone only if the task awaiting it was dropped (shutdown): nothing to tell.
-        let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+    fn delivery(&self, result: &DeliveryResult<'_>, in_flight: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            in_flight.fail(e.clone());
+        }
+    }
+}
+
+/// What one queued piece of work is, for counting and logging once the broker has answered for it.
+enum Delivered {
+    Control {
+        stream: String,
+    },
+    Part {
+        stream: String,
+    },
+    Segment {
+        stream: String,
+        seq: u64,
+        chunks: usize,
+        queued_at: Instant,
+    },
+}
+
+/// The records of one piece of work (a segment's chunks, a part, a stream event) while librdkafka holds
+/// them: each record's delivery report owns a clone, and the last clone dropped settles the work (counts
+/// it, logs a failure, returns its budget) on librdkafka's delivery thread.
+///
+/// Why not a oneshot per record and a task awaiting them: that woke the runtime for every record
+/// (four a second per stream with LL-HLS parts) to do what the delivery thread can do in passing.
+pub struct InFlight {
+    what: Delivered,
+    failed: std::sync::Mutex<Option<KafkaError>>,
+    stats: Arc<ProducerStats>,
+    /// The queue budget this work holds; returned when the last record is settled (dropped after
+    /// `drop` has counted it).
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    fn new(
+        what: Delivered,
+        stats: &Arc<ProducerStats>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            what,
+            failed: std::sync::Mutex::new(None),
+            stats: stats.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Notes that one of the records failed for good (the first failure is the one logged).
+    fn fail(&self, e: KafkaError) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let failed = self
+            .failed
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let stats = &self.stats;
+        match (&self.what, failed) {
+            (Delivered::Control { .. }, None) => {}
+            (Delivered::Part { .. }, None) => {
+                stats.parts_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            (
+                Delivered::Segment {
+                    stream,
+                    seq,
+                    chunks,
+                    queued_at,
+                },
+                None,
+            ) => {
+                stats.segments_delivered.fetch_add(1, Ordering::Relaxed);
+                stats.produce_latency.observe(queued_at.elapsed());
+                debug!(%stream, seq, chunks, ms = queued_at.elapsed().as_millis() as u64, "segment delivered");
+            }
+            (what, Some(e)) => {
+                stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
+                match what {
+                    Delivered::Control { stream } => {
+                        error!(%stream, error = %e, "stream event not delivered")
+                    }
+                    Delivered::Part { stream } => {
+                        error!(%stream, error = %e, "low-latency part not delivered")
+                    }
+                    Delivered::Segment { stream, seq, .. } => {
+                        error!(%stream, seq, error = %e, "segment not delivered")
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -131,7 +229,6 @@ impl Drop for Kafka {
 }
 
 type Client = Arc<Kafka>;
-type Delivery = oneshot::Receiver<Result<(), KafkaError>>;
 
 /// Why the producer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -354,33 +451,26 @@ async fn run(
             Work::Control(msg) => {
                 let stream = msg.stream().to_owned();
                 let meta = encode_meta_as(&msg, version, 0);
-                let fut = enqueue(&producer, &topic, &stream, &meta, &[]).await;
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = await_delivery(fut).await {
-                        stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
-                        error!(%stream, error = %e, "stream event not delivered");
-                    }
-                });
+                let in_flight = InFlight::new(
+                    Delivered::Control {
+                        stream: stream.clone(),
+                    },
+                    &stats,
+                    None,
+                );
+                enqueue(&producer, &topic, &stream, &meta, &[], in_flight).await;
             }
             Work::Single { msg, data, permit } => {
                 let stream = msg.stream().to_owned();
                 let header = encode_meta_as(&msg, version, 0);
-                let fut = enqueue(&producer, &topic, &stream, &header, &data).await;
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    let result = await_delivery(fut).await;
-                    drop(permit);
-                    match result {
-                        Ok(()) => {
-                            stats.parts_delivered.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
-                            error!(%stream, error = %e, "low-latency part not delivered");
-                        }
-                    }
-                });
+                let in_flight = InFlight::new(
+                    Delivered::Part {
+                        stream: stream.clone(),
+                    },
+                    &stats,
+                    Some(permit),
+                );
+                enqueue(&producer, &topic, &stream, &header, &data, in_flight).await;
             }
             Work::Segment { meta, data, permit } => {
                 let queued_at = Instant::now();
@@ -389,28 +479,29 @@ async fn run(
                     meta,
                     max_chunk_bytes,
                 };
-                let mut futs = Vec::new();
-                for (chunk_meta, value) in split_segment(plan, &data) {
+                let chunks = split_segment(plan, &data);
+                let in_flight = InFlight::new(
+                    Delivered::Segment {
+                        stream: stream.clone(),
+                        seq,
+                        chunks: chunks.len(),
+                        queued_at,
+                    },
+                    &stats,
+                    Some(permit),
+                );
+                for (chunk_meta, value) in chunks {
                     let header = encode_meta_as(&LiveMessage::Segment(chunk_meta), version, 0);
-                    futs.push(enqueue(&producer, &topic, &stream, &header, &value).await);
+                    enqueue(
+                        &producer,
+                        &topic,
+                        &stream,
+                        &header,
+                        &value,
+                        in_flight.clone(),
+                    )
+                    .await;
                 }
-                let stats = stats.clone();
-                tokio::spawn(async move {
-                    let chunks = futs.len();
-                    let results = join_all(futs.into_iter().map(await_delivery)).await;
-                    drop(permit);
-                    match results.into_iter().find_map(Result::err) {
-                        None => {
-                            stats.segments_delivered.fetch_add(1, Ordering::Relaxed);
-                            stats.produce_latency.observe(queued_at.elapsed());
-                            debug!(%stream, seq, chunks, ms = queued_at.elapsed().as_millis() as u64, "segment delivered");
-                        }
-                        Some(e) => {
-                            stats.delivery_errors.fetch_add(1, Ordering::Relaxed);
-                            error!(%stream, seq, error = %e, "segment not delivered");
-                        }
-                    }
-                });
             }
         }
     }
@@ -461,16 +552,17 @@ async fn check_topic(producer: Client, topic: String) {
     }
 }
 
-/// Hands one record to librdkafka, waiting (without blocking the runtime) while its local queue is full.
+/// Hands one record to librdkafka, waiting (without blocking the runtime) while its local queue is full;
+/// its delivery report settles `in_flight`, or a refusal here fails it.
 async fn enqueue(
     producer: &Client,
     topic: &str,
     key: &str,
     header: &[u8],
     value: &[u8],
-) -> Result<Delivery, KafkaError> {
-    let (tx, rx) = oneshot::channel();
-    let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx))
+    in_flight: Arc<InFlight>,
+) {
+    let mut record = BaseRecord::with_opaque_to(topic, in_flight)
         .key(key)
         .payload(value)
         .headers(OwnedHeaders::new().insert(Header {
@@ -480,7 +572,7 @@ async fn enqueue(
     let mut warned = false;
     loop {
         match producer.producer.send(record) {
-            Ok(()) => return Ok(rx),
+            Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 if !warned {
                     warn!("librdkafka queue full; waiting for the broker");
@@ -489,13 +581,9 @@ async fn enqueue(
                 record = back;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err((e, _)) => return Err(e),
+            Err((e, back)) => return back.delivery_opaque.fail(e),
         }
     }
-}
-
-async fn await_delivery(fut: Result<Delivery, KafkaError>) -> Result<(), KafkaError> {
-    fut?.await.unwrap_or(Err(KafkaError::Canceled))
 }
 
 #[cfg(test)]
