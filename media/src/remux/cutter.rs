@@ -150,7 +150,7 @@ impl Cutter {
         if (reconfigured || desired != current) && desired.is_reference(sample.track) {
             if sample.keyframe {
                 return Verdict::Cut {
-                    program: desired.clone(),
+                    program: *desired,
                     discontinuity: true,
                 };
             }
@@ -168,7 +168,7 @@ impl Cutter {
             || (gop_guard && duration >= self.max)
         {
             return Verdict::Cut {
-                program: current.clone(),
+                program: *current,
                 discontinuity: false,
             };
         }

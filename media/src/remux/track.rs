@@ -77,39 +77,76 @@ impl Track {
     }
 }
 
-/// The tracks a segment declares, in stream order, and the one its cuts follow.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A set of track ids (all 256 a `u8` names), without allocating: one is built for every sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct TrackSet([u64; 4]);
+
+impl TrackSet {
+    fn insert(&mut self, id: TrackId) {
+        if let Some(word) = self.0.get_mut(id.index() / 64) {
+            *word |= 1 << (id.index() % 64);
+        }
+    }
+
+    fn contains(&self, id: TrackId) -> bool {
+        self.0
+            .get(id.index() / 64)
+            .is_some_and(|word| word & (1 << (id.index() % 64)) != 0)
+    }
+
+    /// The members in ascending order (stream order).
+    fn iter(self) -> impl Iterator<Item = TrackId> {
+        (0..=u8::MAX)
+            .map(TrackId)
+            .filter(move |id| self.contains(*id))
+    }
+
+    fn first(&self) -> Option<TrackId> {
+        self.0.iter().enumerate().find_map(|(i, word)| {
+            (*word != 0).then(|| TrackId((i * 64 + word.trailing_zeros() as usize) as u8))
+        })
+    }
+}
+
+/// The tracks a segment declares (in stream order, so PMT and init list them as the stream does),
+/// and which of them is the reference track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Program {
-    tracks: Vec<(TrackId, MediaKind)>,
+    tracks: TrackSet,
+    video: TrackSet,
 }
 
 impl Program {
     /// A program of exactly these tracks.
     pub fn new(tracks: impl IntoIterator<Item = (TrackId, MediaKind)>) -> Self {
-        Self {
-            tracks: tracks.into_iter().collect(),
+        let mut program = Self::default();
+        for (id, kind) in tracks {
+            program.tracks.insert(id);
+            if kind == MediaKind::Video {
+                program.video.insert(id);
+            }
         }
+        program
     }
 
-    /// The declared tracks.
-    pub fn tracks(&self) -> impl Iterator<Item = TrackId> + '_ {
-        self.tracks.iter().map(|(id, _)| *id)
+    /// The declared tracks, in stream order.
+    pub fn tracks(&self) -> impl Iterator<Item = TrackId> {
+        self.tracks.iter()
     }
 
     /// Whether the program declares `track`.
     pub fn contains(&self, track: TrackId) -> bool {
-        self.tracks.iter().any(|(id, _)| *id == track)
+        self.tracks.contains(track)
     }
 
     /// The reference track: segments start at its keyframes, parts are paced by it, and the TS PCR
     /// rides on it. The first video track, else the first track (audio-only: every frame is a
     /// random access point).
     pub fn reference(&self) -> Option<(TrackId, MediaKind)> {
-        self.tracks
-            .iter()
-            .find(|(_, kind)| *kind == MediaKind::Video)
-            .or(self.tracks.first())
-            .copied()
+        match self.video.first() {
+            Some(id) => Some((id, MediaKind::Video)),
+            None => self.tracks.first().map(|id| (id, MediaKind::Audio)),
+        }
     }
 
     /// Whether `track` is the reference track.
