@@ -70,8 +70,12 @@ pub struct Segmenter {
     ts: TsSegmentMuxer,
     /// The fMP4 partial-segment rendition, when enabled.
     fmp4: Option<Fmp4Muxer>,
-    /// Audio that arrived before any video, kept while deciding whether the stream is audio-only.
-    held: Vec<Sample>,
+    /// Audio that arrived before any video, kept while deciding whether the stream is audio-only,
+    /// each with the number of configuration changes seen before it (an index into `held_configs`).
+    held: Vec<(Sample, usize)>,
+    /// Configurations replaced while audio was held: a held frame is muxed with the one it came
+    /// under (its ADTS header, its PES grouping), as when frames were converted on arrival.
+    held_configs: Vec<Box<dyn TrackConfig>>,
 }
 
 impl Segmenter {
@@ -84,6 +88,7 @@ impl Segmenter {
             ts: TsSegmentMuxer::new(),
             fmp4: None,
             held: Vec::new(),
+            held_configs: Vec::new(),
         }
     }
 
@@ -182,7 +187,18 @@ impl Segmenter {
             self.start_audio_only();
         }
         self.held.clear();
-        self.close(None).0
+        self.held_configs.clear();
+        let closed = self.close(None).0;
+        // Nothing is muxed with an outgoing configuration any more: should the stream go on, it
+        // starts with the newest, as a sequence header arriving before any segment would. (Before the
+        // split, frames pushed after `finish` were read with the newest configuration but muxed with
+        // the parameter sets of the old one.)
+        for track in self.tracks.iter_mut() {
+            if let Some(config) = track.pending.take() {
+                track.config = Some(config);
+            }
+        }
+        closed
     }
 
     /// Whether the open segment starts a new timeline or codec configuration (what its
@@ -232,7 +248,10 @@ impl Segmenter {
                         fmp4.reconfigure(id);
                     }
                 }
-                track.config = Some(config);
+                let replaced = track.config.replace(config);
+                if let Some(old) = replaced.filter(|_| !open && !self.held.is_empty()) {
+                    self.held_configs.push(old);
+                }
             }
         }
     }
@@ -333,6 +352,7 @@ impl Segmenter {
                 }
                 // Audio held so far precedes the keyframe and cannot be in a segment that starts with it.
                 self.held.clear();
+                self.held_configs.clear();
                 self.open(self.tracks.desired(), false);
                 self.write(sample);
             }
@@ -341,9 +361,9 @@ impl Segmenter {
                     // Waiting for the first video keyframe; audio before it has no segment.
                     return;
                 }
-                let first_held = self.held.first().map_or(sample.dts, |s| s.dts);
+                let first_held = self.held.first().map_or(sample.dts, |(s, _)| s.dts);
                 let held_ms = ticks_to_ms(sample.dts.saturating_sub(first_held));
-                self.held.push(sample);
+                self.held.push((sample, self.held_configs.len()));
                 if self.tracks.video_denied() || held_ms >= AUDIO_HOLD_MS {
                     self.start_audio_only();
                 }
@@ -355,17 +375,23 @@ impl Segmenter {
     fn start_audio_only(&mut self) {
         self.open(Program::new([(AUDIO, MediaKind::Audio)]), false);
         let mut held = std::mem::take(&mut self.held);
-        for sample in held.drain(..) {
+        let configs = std::mem::take(&mut self.held_configs);
+        for (sample, generation) in held.drain(..) {
             if self.cutter.part_due(&sample) {
                 self.close_part(Some(sample.dts), false);
             }
-            self.write(sample);
+            self.write_with(sample, configs.get(generation).map(|c| &**c));
         }
         self.held = held; // keep the capacity
     }
 
     /// Writes a sample of a declared track into the open segment (and part).
     fn write(&mut self, sample: Sample) {
+        self.write_with(sample, None);
+    }
+
+    /// [`Segmenter::write`] under `config` rather than the track's current configuration.
+    fn write_with(&mut self, sample: Sample, config: Option<&dyn TrackConfig>) {
         if !self
             .cutter
             .program()
@@ -373,11 +399,11 @@ impl Segmenter {
         {
             return; // no stream for it in this segment
         }
-        let Some(config) = self
-            .tracks
-            .get(sample.track)
-            .and_then(|t| t.config.as_deref())
-        else {
+        let Some(config) = config.or_else(|| {
+            self.tracks
+                .get(sample.track)
+                .and_then(|t| t.config.as_deref())
+        }) else {
             return;
         };
         self.cutter.wrote(&sample);
