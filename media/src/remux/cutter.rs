@@ -259,3 +259,140 @@ impl Cutter {
         (Some(span), false)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::remux::sample::TrackId;
+
+    const V: TrackId = TrackId(0);
+    const A: TrackId = TrackId(1);
+
+    fn sample(track: TrackId, ms: u64, keyframe: bool) -> Sample {
+        Sample {
+            track,
+            dts: ms * 90,
+            pts: ms * 90,
+            keyframe,
+            duration: 33 * 90,
+            data: Bytes::new(),
+        }
+    }
+
+    fn av() -> Program {
+        Program::new([(V, MediaKind::Video), (A, MediaKind::Audio)])
+    }
+
+    #[test]
+    fn video_cuts_at_the_first_keyframe_after_the_target_and_audio_only_at_the_maximum() {
+        let mut c = Cutter::new(2000, 5000);
+        c.open(av(), false);
+        c.wrote(&sample(V, 0, true));
+        let p = av();
+        assert_eq!(
+            c.verdict(&sample(V, 1000, true), &p, false, false),
+            Verdict::Append
+        );
+        assert_eq!(
+            c.verdict(&sample(V, 2000, false), &p, false, false),
+            Verdict::Append
+        );
+        assert_eq!(
+            c.verdict(&sample(A, 4999, true), &p, false, false),
+            Verdict::Append
+        );
+        let cut = Verdict::Cut {
+            program: p,
+            discontinuity: false,
+        };
+        assert_eq!(c.verdict(&sample(V, 2033, true), &p, false, false), cut);
+        assert_eq!(c.verdict(&sample(A, 5000, true), &p, false, false), cut);
+        let (span, carried) = c.close_segment(Some(2033 * 90));
+        assert!(!carried);
+        let span = span.unwrap();
+        assert_eq!(
+            (span.duration, span.starts_with_keyframe),
+            (2033 * 90, true)
+        );
+    }
+
+    #[test]
+    fn audio_only_cuts_on_the_target_alone() {
+        let audio = Program::new([(A, MediaKind::Audio)]);
+        let mut c = Cutter::new(2000, 1000);
+        c.open(audio, false);
+        c.wrote(&sample(A, 0, true));
+        assert_eq!(
+            c.verdict(&sample(A, 1500, true), &audio, false, false),
+            Verdict::Append
+        );
+        assert!(matches!(
+            c.verdict(&sample(A, 2000, true), &audio, false, false),
+            Verdict::Cut {
+                discontinuity: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_new_configuration_waits_for_the_keyframe_of_the_programs_reference() {
+        let mut c = Cutter::new(2000, 10_000);
+        c.open(av(), false);
+        c.wrote(&sample(V, 0, true));
+        let p = av();
+        // Inter frames of the waiting configuration cannot be decoded: dropped.
+        assert_eq!(
+            c.verdict(&sample(V, 33, false), &p, true, true),
+            Verdict::Drop
+        );
+        // Audio neither cuts nor is dropped: the video keyframe will cut.
+        assert_eq!(
+            c.verdict(&sample(A, 40, true), &p, true, false),
+            Verdict::Append
+        );
+        assert_eq!(
+            c.verdict(&sample(V, 66, true), &p, true, true),
+            Verdict::Cut {
+                program: p,
+                discontinuity: true
+            }
+        );
+    }
+
+    #[test]
+    fn parts_close_before_the_reference_sample_that_would_outgrow_them() {
+        let mut c = Cutter::new(2000, 10_000);
+        c.enable_parts(334);
+        c.open(av(), false);
+        let p = av();
+        for ms in [0, 33, 66, 100, 133, 166, 200, 233, 266] {
+            let s = sample(V, ms, ms == 0);
+            assert_eq!(c.verdict(&s, &p, false, false), Verdict::Append);
+            c.wrote(&s);
+            c.wrote(&sample(A, ms + 5, true)); // audio does not pace parts
+        }
+        // 300 + 33 ms of frame: still within 334.
+        assert_eq!(
+            c.verdict(&sample(V, 300, false), &p, false, false),
+            Verdict::Append
+        );
+        assert_eq!(
+            c.verdict(&sample(A, 400, true), &p, false, false),
+            Verdict::Append
+        );
+        assert_eq!(
+            c.verdict(&sample(V, 302, false), &p, false, false),
+            Verdict::ClosePart
+        );
+        let span = c.close_part(Some(302 * 90)).unwrap();
+        assert_eq!(
+            (span.start, span.end, span.independent),
+            (0, 302 * 90, true)
+        );
+        assert_eq!(c.close_part(None), None, "nothing written since");
+    }
+}

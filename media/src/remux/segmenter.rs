@@ -260,20 +260,14 @@ impl Segmenter {
     fn sample(&mut self, timestamp_ms: u32, frame: Frame) -> Result<Option<Sample>, RemuxError> {
         let track = self.tracks.get(frame.track);
         let kind = track.map_or(MediaKind::Video, |t| t.kind);
-        let config = match kind {
-            MediaKind::Video => track.and_then(|t| t.newest()),
-            MediaKind::Audio => track.and_then(|t| t.config.as_deref()),
-        };
-        let Some(config) = config else {
+        let Some(config) = track.and_then(|t| t.newest()) else {
             return Err(match kind {
                 MediaKind::Video => RemuxError::NoVideoConfig,
                 MediaKind::Audio => RemuxError::NoAudioConfig,
             });
         };
         let keyframe = config.inspect(&frame.data, frame.keyframe)?;
-        let frame_duration = config
-            .frame_duration()
-            .map(|d| u64::from(d) * 1_000_000 / u64::from(config.timescale().max(1)));
+        let frame_us = config.fixed_frame_us();
         // Nothing below can fail: the message is accepted and the clock advances.
         let clock_track = match kind {
             MediaKind::Video => ClockTrack::Video,
@@ -288,7 +282,7 @@ impl Segmenter {
             .max(dts_ms);
         // Fixed-length frames last their length (rounded up to RTMP's millisecond); others until the
         // next one, estimated from the last interval.
-        let duration_ms = match frame_duration {
+        let duration_ms = match frame_us {
             Some(us) => us.div_ceil(1000),
             None => self.clock.last_gap(clock_track).unwrap_or(0),
         };

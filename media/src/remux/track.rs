@@ -164,8 +164,13 @@ pub struct Tracks {
 impl Tracks {
     /// Legacy FLV's layout: [`VIDEO`], then [`AUDIO`].
     pub fn flv() -> Self {
+        Self::new([MediaKind::Video, MediaKind::Audio])
+    }
+
+    /// A layout of tracks of these kinds, in this order (at most 256).
+    pub fn new(kinds: impl IntoIterator<Item = MediaKind>) -> Self {
         Self {
-            list: vec![Track::new(MediaKind::Video), Track::new(MediaKind::Audio)],
+            list: kinds.into_iter().take(256).map(Track::new).collect(),
         }
     }
 

@@ -143,6 +143,12 @@ pub trait TrackConfig: std::fmt::Debug + Send + Sync + 'static {
     fn frame_duration(&self) -> Option<u32> {
         None
     }
+    /// [`TrackConfig::frame_duration`] in microseconds, rounded down (what the TS muxer groups
+    /// frames by, and, rounded up to the millisecond, how long a frame lasts on the timeline).
+    fn fixed_frame_us(&self) -> Option<u64> {
+        self.frame_duration()
+            .map(|d| u64::from(d) * 1_000_000 / u64::from(self.timescale().max(1)))
+    }
     /// Checks one coded frame before it enters the timeline and answers whether it is a random access
     /// point; `Ok(None)`: it holds nothing to mux. An error drops the message and leaves the clock
     /// where it was.

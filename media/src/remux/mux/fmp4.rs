@@ -231,3 +231,126 @@ impl Muxer for Fmp4Muxer {
         None
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::type_complexity)]
+mod tests {
+    use super::*;
+    use crate::remux::codec::aac::AudioSpecificConfig;
+    use crate::remux::codec::avc::AvcDecoderConfig;
+    use crate::remux::codec::MediaKind;
+    use crate::remux::cutter::Cutter;
+    use crate::remux::timestamp::ms_to_90khz;
+
+    const VIDEO_TRACK_ID: u32 = 1;
+    const AUDIO_TRACK_ID: u32 = 2;
+
+    /// Track id, tfdt, and (duration, composition offset) per sample, of one `traf`.
+    type Traf = (u32, u64, Vec<(u32, i32)>);
+
+    /// Every `traf` of a fragment.
+    fn trafs(frag: &[u8]) -> Vec<Traf> {
+        let be32 = |at: usize| u32::from_be_bytes(frag[at..at + 4].try_into().unwrap());
+        let mut out = Vec::new();
+        let mut pos = 8 + 16; // moof header, mfhd
+        while &frag[pos + 4..pos + 8] == b"traf" {
+            let end = pos + be32(pos) as usize;
+            let tfhd = pos + 8;
+            let tfdt = tfhd + be32(tfhd) as usize;
+            let trun = tfdt + be32(tfdt) as usize;
+            assert_eq!(frag[trun + 8], 1, "trun version 1");
+            let samples = (0..be32(trun + 12) as usize)
+                .map(|i| trun + 20 + i * 16)
+                .map(|e| (be32(e), be32(e + 12) as i32))
+                .collect();
+            out.push((
+                be32(tfhd + 12),
+                u64::from_be_bytes(frag[tfdt + 12..tfdt + 20].try_into().unwrap()),
+                samples,
+            ));
+            pos = end;
+        }
+        out
+    }
+
+    fn avc() -> AvcDecoderConfig {
+        AvcDecoderConfig::parse(&Bytes::from_static(&[
+            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 2, 0x68, 0xeb,
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn keyframes_are_presented_at_their_parts_decode_start_and_presentation_is_kept() {
+        let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap(); // AAC-LC 48 kHz stereo
+        let mut tracks = Tracks::new([MediaKind::Video, MediaKind::Audio]);
+        tracks.get_mut(TrackId(0)).unwrap().config = Some(Box::new(avc()));
+        tracks.get_mut(TrackId(1)).unwrap().config = Some(Box::new(asc.clone()));
+        let program = tracks.desired();
+        let mut cutter = Cutter::new(2000, 10_000);
+        cutter.enable_parts(334);
+        cutter.open(program, false);
+        let mut b = Fmp4Muxer::new();
+        b.start_segment(&program, &tracks, false);
+        let sample = |track, ms: u64, pts_ms: u64, keyframe, duration_ms, data| Sample {
+            track: TrackId(track),
+            dts: ms_to_90khz(ms),
+            pts: ms_to_90khz(pts_ms),
+            keyframe,
+            duration: ms_to_90khz(duration_ms),
+            data: Bytes::from_static(data),
+        };
+        // x264 with two B-frames at 30 fps: I P B B P B B ..., the keyframe presented 67 ms after
+        // its decode time; a keyframe every 2 s (60 frames), audio 5 ms after each video frame.
+        let mut presented = Vec::new();
+        for i in 0..120u64 {
+            let dts = 10_000 + i * 1000 / 30;
+            let shown = match i % 3 {
+                0 => i + 2,
+                1 => i - 1,
+                _ => i - 1,
+            };
+            let pts = 10_000 + shown * 1000 / 30 + 34;
+            let video = sample(0, dts, pts, i % 60 == 0, 33, b"v");
+            if i % 60 == 0 && i > 0 {
+                b.close_part(cutter.close_part(Some(video.dts)), true);
+                cutter.close_segment(Some(video.dts));
+                cutter.open(program, false);
+                b.start_segment(&program, &tracks, false);
+            } else if cutter.part_due(&video) {
+                b.close_part(cutter.close_part(Some(video.dts)), false);
+            }
+            let audio = sample(1, dts + 5, dts + 5, true, 22, b"a");
+            for s in [video, audio] {
+                cutter.wrote(&s);
+                let config = tracks.get(s.track).unwrap().config.as_deref().unwrap();
+                b.push(&s, config);
+            }
+            presented.push(pts);
+        }
+        b.close_part(cutter.close_part(None), true);
+        let parts = b.take();
+        assert_eq!(parts.iter().filter(|p| p.last).count(), 2);
+        let mut video_pts = Vec::new();
+        for p in &parts {
+            let t = trafs(&p.data);
+            let (track, tfdt, samples) = &t[0];
+            assert_eq!(*track, VIDEO_TRACK_ID);
+            if p.independent {
+                // The keyframe opening the part is presented exactly at the part's tfdt.
+                assert_eq!(samples[0].1, 0, "part {}", p.index);
+            }
+            let mut at = *tfdt;
+            for (duration, offset) in samples {
+                video_pts.push((i128::from(at) + i128::from(*offset)) as u64);
+                at += u64::from(*duration);
+            }
+            assert_eq!(t[1].0, AUDIO_TRACK_ID);
+        }
+        // Audio keeps its own timeline (48 kHz): not shifted with the video's decode times.
+        assert_eq!(trafs(&parts[0].data)[1].1, 10_005 * 48);
+        // Every frame is presented when the publisher said (to the 90 kHz tick).
+        let expected: Vec<u64> = presented.iter().map(|&p| ms_to_90khz(p)).collect();
+        assert_eq!(video_pts, expected);
+    }
+}

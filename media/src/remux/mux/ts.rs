@@ -252,8 +252,7 @@ impl Muxer for TsSegmentMuxer {
         else {
             return;
         };
-        if let Some(frame) = config.frame_duration() {
-            let frame_us = u64::from(frame) * 1_000_000 / u64::from(config.timescale().max(1));
+        if let Some(frame_us) = config.fixed_frame_us() {
             self.push_grouped(sample, config, frame_us);
             return;
         }
@@ -286,5 +285,140 @@ impl Muxer for TsSegmentMuxer {
     fn finish_segment(&mut self) -> Option<Bytes> {
         self.flush_all();
         Some(std::mem::take(&mut self.buf).freeze())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::any::Any;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::flv::FourCc;
+    use crate::remux::codec::aac::AudioSpecificConfig;
+    use crate::remux::codec::{Codec, MediaKind};
+    use crate::remux::track::{Program, Tracks};
+
+    /// A video codec with no TS mapping (as VP9 and AV1 are for players).
+    static NO_TS: Codec = Codec {
+        name: "fMP4 only",
+        kind: MediaKind::Video,
+        flv_legacy_id: None,
+        fourcc: FourCc::VP9,
+        ts: None,
+        parse_config: |_| Err(crate::remux::RemuxError::NoVideoConfig),
+    };
+
+    #[derive(Debug, PartialEq)]
+    struct NoTsConfig;
+
+    impl TrackConfig for NoTsConfig {
+        fn codec(&self) -> &'static Codec {
+            &NO_TS
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+        fn same_config(&self, other: &dyn TrackConfig) -> bool {
+            other.as_any().is::<Self>()
+        }
+        fn codec_string(&self) -> String {
+            "vp09".into()
+        }
+        fn timescale(&self) -> u32 {
+            90_000
+        }
+        fn write_sample_entry(&self, _: &mut bytes::BytesMut) {}
+        fn inspect(&self, _: &Bytes, flv_keyframe: bool) -> Result<Option<bool>, RemuxError> {
+            Ok(Some(flv_keyframe))
+        }
+    }
+
+    use crate::remux::RemuxError;
+
+    fn aac() -> Box<dyn TrackConfig> {
+        Box::new(AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap())
+    }
+
+    /// (stream_type, PID) of every stream the segment's PMT lists, and its PCR_PID.
+    fn pmt(segment: &[u8]) -> (Vec<(u8, u16)>, u16) {
+        let p = &segment[188..376];
+        let len = usize::from(p[6] & 0x0f) << 8 | usize::from(p[7]);
+        let section = &p[5..5 + 3 + len];
+        let pcr = u16::from(section[8] & 0x1f) << 8 | u16::from(section[9]);
+        let streams = section[12..section.len() - 4]
+            .chunks(5)
+            .map(|e| (e[0], u16::from(e[1] & 0x1f) << 8 | u16::from(e[2])))
+            .collect();
+        (streams, pcr)
+    }
+
+    fn audio_sample(track: u8) -> Sample {
+        Sample {
+            track: TrackId(track),
+            dts: 900_000,
+            pts: 900_000,
+            keyframe: true,
+            duration: 1_890,
+            data: Bytes::from_static(&[0x21, 0x10]),
+        }
+    }
+
+    #[test]
+    fn a_track_without_a_ts_mapping_has_no_stream_and_the_pcr_moves() {
+        let mut tracks = Tracks::new([MediaKind::Video, MediaKind::Audio]);
+        tracks.get_mut(TrackId(0)).unwrap().config = Some(Box::new(NoTsConfig));
+        tracks.get_mut(TrackId(1)).unwrap().config = Some(aac());
+        let program = tracks.desired();
+        assert!(
+            program.is_reference(TrackId(0)),
+            "the video track still paces cuts"
+        );
+        let mut m = TsSegmentMuxer::new();
+        m.start_segment(&program, &tracks, false);
+        let config = tracks.get(TrackId(1)).unwrap().config.as_deref().unwrap();
+        m.push(&audio_sample(1), config);
+        let video = Sample {
+            track: TrackId(0),
+            keyframe: true,
+            ..audio_sample(0)
+        };
+        m.push(&video, &NoTsConfig);
+        let segment = m.finish_segment().unwrap();
+        assert_eq!(pmt(&segment), (vec![(0x0f, 0x101)], 0x101));
+        assert_eq!(segment.len(), 3 * 188, "PAT, PMT, one audio PES");
+    }
+
+    #[test]
+    fn pids_and_stream_ids_follow_the_track_list() {
+        let mut tracks = Tracks::new([MediaKind::Video, MediaKind::Audio, MediaKind::Audio]);
+        tracks.get_mut(TrackId(1)).unwrap().config = Some(aac());
+        tracks.get_mut(TrackId(2)).unwrap().config = Some(aac());
+        let program = Program::new([
+            (TrackId(1), MediaKind::Audio),
+            (TrackId(2), MediaKind::Audio),
+        ]);
+        let mut m = TsSegmentMuxer::new();
+        m.start_segment(&program, &tracks, false);
+        for track in [1, 2] {
+            let config = tracks
+                .get(TrackId(track))
+                .unwrap()
+                .config
+                .as_deref()
+                .unwrap();
+            m.push(&audio_sample(track), config);
+        }
+        let segment = m.finish_segment().unwrap();
+        assert_eq!(pmt(&segment), (vec![(0x0f, 0x101), (0x0f, 0x102)], 0x101));
+        // The second audio track gets the next audio stream_id.
+        let ids: Vec<u8> = segment[376..]
+            .chunks(188)
+            .filter(|p| p[1] & 0x40 != 0)
+            .map(|p| p[4 + 1 + usize::from(p[4]) + 3])
+            .collect();
+        assert_eq!(ids, [0xc0, 0xc1]);
     }
 }
