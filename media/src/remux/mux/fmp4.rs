@@ -122,16 +122,18 @@ impl Muxer for Fmp4Muxer {
     /// A discontinuity may mean new parameter sets, another track set a new track list: either way
     /// a new init segment.
     fn start_segment(&mut self, program: &Program, tracks: &Tracks, discontinuity: bool) {
-        let configured: Vec<(TrackId, &dyn TrackConfig)> = program
-            .tracks()
-            .filter_map(|id| Some((id, tracks.get(id)?.config.as_deref()?)))
-            .collect();
-        let same = self.init_tracks.as_ref().is_some_and(|ids| {
-            ids.len() == configured.len() && ids.iter().zip(&configured).all(|(a, (b, _))| a == b)
-        });
+        let configured = || {
+            program
+                .tracks()
+                .filter_map(|id| Some((id, tracks.get(id)?.config.as_deref()?)))
+        };
+        let same = self
+            .init_tracks
+            .as_ref()
+            .is_some_and(|ids| ids.iter().copied().eq(configured().map(|(id, _)| id)));
         if discontinuity || !same {
             let next_track_id = u32::try_from(tracks.len()).unwrap_or(u32::MAX - 1) + 1;
-            self.set_init(configured, next_track_id);
+            self.set_init(configured().collect(), next_track_id);
         }
     }
 

@@ -43,6 +43,7 @@ const NO_PCR_PID: u16 = 0x1fff;
 #[derive(Debug, Clone, Copy)]
 struct Stream {
     track: TrackId,
+    kind: MediaKind,
     pid: u16,
     stream_id: u8,
     stream_type: u8,
@@ -193,8 +194,8 @@ impl TsSegmentMuxer {
 
 impl Muxer for TsSegmentMuxer {
     fn start_segment(&mut self, program: &Program, tracks: &Tracks, _discontinuity: bool) {
+        // Rebuilt in place, so a segment costs no allocation here.
         self.streams.clear();
-        let mut kinds: Vec<MediaKind> = Vec::new();
         for id in program.tracks() {
             let Some(codec) = tracks.get(id).and_then(|t| t.codec()) else {
                 continue;
@@ -203,10 +204,10 @@ impl Muxer for TsSegmentMuxer {
                 continue; // fMP4 only
             };
             // The first stream of a kind gets the kind's first stream_id, the next ones the next.
-            let nth = kinds.iter().filter(|k| **k == codec.kind).count();
-            kinds.push(codec.kind);
+            let nth = self.streams.iter().filter(|s| s.kind == codec.kind).count();
             self.streams.push(Stream {
                 track: id,
+                kind: codec.kind,
                 pid: ts_pid(id),
                 stream_id: mapping
                     .stream_id
@@ -218,28 +219,26 @@ impl Muxer for TsSegmentMuxer {
         }
         // PCR rides on the first video stream when there is one (its PES are the most regular), else
         // on the first stream.
-        let reference = kinds
+        let reference = self
+            .streams
             .iter()
-            .position(|k| *k == MediaKind::Video)
-            .or((!kinds.is_empty()).then_some(0));
+            .position(|s| s.kind == MediaKind::Video)
+            .or((!self.streams.is_empty()).then_some(0));
         if let Some(stream) = reference.and_then(|i| self.streams.get_mut(i)) {
             stream.reference = true;
         }
-        self.program = ts::Program {
-            streams: self
-                .streams
-                .iter()
-                .map(|s| ElementaryStream {
-                    pid: s.pid,
-                    stream_type: s.stream_type,
-                })
-                .collect(),
-            pcr_pid: self
-                .streams
-                .iter()
-                .find(|s| s.reference)
-                .map_or(NO_PCR_PID, |s| s.pid),
-        };
+        self.program.streams.clear();
+        self.program
+            .streams
+            .extend(self.streams.iter().map(|s| ElementaryStream {
+                pid: s.pid,
+                stream_type: s.stream_type,
+            }));
+        self.program.pcr_pid = self
+            .streams
+            .iter()
+            .find(|s| s.reference)
+            .map_or(NO_PCR_PID, |s| s.pid);
         self.buf = PacketBlocks::default();
     }
 
