@@ -18,7 +18,7 @@ use super::mux::ts::TsSegmentMuxer;
 use super::mux::Muxer;
 use super::sample::{ticks_to_ms, Sample};
 use super::timestamp::{ms_to_90khz, TimestampUnwrapper, Track as ClockTrack};
-use super::track::{Program, TrackInfo, Tracks, AUDIO};
+use super::track::{Program, TrackInfo, Tracks};
 use super::RemuxError;
 
 /// Without onMetaData, audio that arrives first is held this long in case video follows.
@@ -367,7 +367,9 @@ impl Segmenter {
 
     /// Opens the first segment of an audio-only stream with the held audio.
     fn start_audio_only(&mut self) {
-        self.open(Program::new([(AUDIO, MediaKind::Audio)]), false);
+        // The tracks that sent audio, and only them: a video track, even announced, has none yet.
+        let program = Program::new(self.held.iter().map(|(s, _)| (s.track, MediaKind::Audio)));
+        self.open(program, false);
         let mut held = std::mem::take(&mut self.held);
         let configs = std::mem::take(&mut self.held_configs);
         for (sample, generation) in held.drain(..) {
