@@ -4,6 +4,11 @@
 //! A muxer asks a track's codec for anything codec-specific (its TS stream type and payload
 //! conversion, its MP4 sample entry) through [`TrackConfig`] and [`Codec`](super::codec::Codec); a
 //! track its container cannot carry (a codec without a TS mapping) it leaves out.
+//!
+//! The trait is segment-shaped (start, push, finish) with parts as an optional refinement, rather
+//! than one method per container event: the cutter's verdicts are the same for every muxer, so the
+//! segmenter applies each to all of them in one place. `finish_segment` returns bytes only for
+//! muxers whose output is whole segments; the fMP4 muxer's output is its parts, taken as they close.
 
 pub mod fmp4;
 pub mod ts;
