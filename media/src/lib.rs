@@ -1,8 +1,9 @@
 //! `media`: the RTMP ingest origin.
 //!
 //! The library half is pure, with no I/O, so it is tested with bytes alone: [`flv`] (typed FLV tags,
-//! legacy and Enhanced RTMP), [`remux`] (typed tags -> MPEG-TS segments and fMP4 parts, with one module
-//! per codec under [`remux::codec`]), [`rtmp_chunks`] (the RTMP chunk reassembler) and [`keyframes`].
+//! legacy and Enhanced RTMP), [`remux`] (typed tags -> codec-neutral samples -> one cutter -> MPEG-TS
+//! and fMP4 muxers, with one module per codec under [`remux::codec`]), [`rtmp_chunks`] (the RTMP chunk
+//! reassembler) and [`keyframes`].
 //! The binary (`main.rs`) holds the thin shells around it: the RTMP server, the Kafka producer and the
 //! HTTP endpoint.
 

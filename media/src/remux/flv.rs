@@ -1,12 +1,94 @@
-//! What the remuxer takes from a typed FLV tag ([`crate::flv`]): the AVC and AAC tags it serves, with
-//! everything else reported as a fatal error so the publisher learns why it is refused instead of
-//! producing an empty stream. Enhanced RTMP headers are refused whatever their FourCC until the
-//! session negotiates them (`fourCcList` in `connect`), so a publisher never sends them today.
+//! What the remuxer takes from a typed FLV tag ([`crate::flv`]): the tags of codecs in the codec
+//! table, with everything else reported as a fatal error so the publisher learns why it is refused
+//! instead of producing an empty stream. Enhanced RTMP headers are refused whatever their FourCC until
+//! the session negotiates them (`fourCcList` in `connect`), so a publisher never sends them today.
+//!
+//! The thin adapter between FLV and the codec-neutral remuxer is [`video_track_input`] /
+//! [`audio_track_input`]: a tag becomes a track's configuration (parsed by its codec) or a frame of a
+//! track ([`TrackInput`]), in legacy FLV's layout of one video and one audio track. The
+//! [`Segmenter`](super::Segmenter) puts frames on the timeline as [`Sample`](super::sample::Sample)s,
+//! because that needs the stream's clock and the track's configuration.
 
 use bytes::Bytes;
 
+use super::codec::TrackConfig;
+use super::sample::TrackId;
+use super::track;
 use super::{codec, RemuxError};
 use crate::flv::{self, AudioPacket, FlvError, FrameType, VideoCodec, VideoPacket};
+
+/// What one tag means for the remuxer's tracks.
+#[derive(Debug)]
+pub enum TrackInput {
+    /// A track's decoder configuration, parsed by its codec from the sequence header.
+    Config {
+        /// The track.
+        track: TrackId,
+        /// The parsed record.
+        config: Box<dyn TrackConfig>,
+    },
+    /// A coded frame, not yet on the timeline.
+    Frame(Frame),
+    /// Nothing to mux.
+    Ignored,
+}
+
+/// One coded frame of a track as the tag carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The track.
+    pub track: TrackId,
+    /// The publisher's claim (FLV FrameType 1); the codec checks it against the data.
+    pub keyframe: bool,
+    /// PTS - DTS in milliseconds (0 for audio).
+    pub composition_time_ms: i32,
+    /// The frame in its FLV storage form, sliced from the message.
+    pub data: Bytes,
+}
+
+/// A typed video tag as track input (FLV's one video track).
+pub fn video_track_input(tag: flv::VideoTag) -> Result<TrackInput, RemuxError> {
+    let found = codec::video(tag.first.codec);
+    Ok(match (video_input(tag)?, found) {
+        (VideoTag::SequenceHeader(body), Some(codec)) => TrackInput::Config {
+            track: track::VIDEO,
+            config: (codec.parse_config)(&body)?,
+        },
+        (
+            VideoTag::Frame {
+                keyframe,
+                composition_time_ms,
+                data,
+            },
+            Some(_),
+        ) => TrackInput::Frame(Frame {
+            track: track::VIDEO,
+            keyframe,
+            composition_time_ms,
+            data,
+        }),
+        // `video_input` refused codecs outside the table.
+        _ => TrackInput::Ignored,
+    })
+}
+
+/// A typed audio tag as track input (FLV's one audio track).
+pub fn audio_track_input(tag: flv::AudioTag) -> Result<TrackInput, RemuxError> {
+    let found = codec::audio(tag.first.codec);
+    Ok(match (audio_input(tag)?, found) {
+        (AudioTag::SequenceHeader(body), Some(codec)) => TrackInput::Config {
+            track: track::AUDIO,
+            config: (codec.parse_config)(&body)?,
+        },
+        (AudioTag::Frame(data), Some(_)) => TrackInput::Frame(Frame {
+            track: track::AUDIO,
+            keyframe: true,
+            composition_time_ms: 0,
+            data,
+        }),
+        _ => TrackInput::Ignored,
+    })
+}
 
 /// What one VIDEODATA body holds, with its payload sliced (not copied) from the message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,16 +7,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::codec::TrackConfig;
 #[cfg(test)]
 use super::codec::{aac::AudioSpecificConfig, avc::AvcDecoderConfig};
-
-/// Track id of the video track in every init segment and fragment.
-pub const VIDEO_TRACK_ID: u32 = 1;
-/// Track id of the audio track.
-pub const AUDIO_TRACK_ID: u32 = 2;
-/// Timescale of the video track: the MPEG 90 kHz clock, so decode times equal the TS rendition's DTS.
-pub const VIDEO_TIMESCALE: u32 = super::codec::avc::TIMESCALE;
+use super::codec::{MediaKind, TrackConfig};
 
 /// `sample_depends_on = 2` (an I-frame / sync sample), ISO/IEC 14496-12 8.8.3.1.
 const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
@@ -26,13 +19,13 @@ const NON_SYNC_SAMPLE_FLAGS: u32 = 0x0101_0000;
 /// The unity matrix of `mvhd`/`tkhd` (ISO/IEC 14496-12 8.2.2.3).
 const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
-/// The tracks an initialization segment declares.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InitTracks<'a> {
-    /// The video track, from its decoder configuration (its codec writes the sample entry).
-    pub video: Option<&'a dyn TrackConfig>,
-    /// The audio track.
-    pub audio: Option<&'a dyn TrackConfig>,
+/// One track an initialization segment declares.
+#[derive(Debug, Clone, Copy)]
+pub struct InitTrack<'a> {
+    /// Its `track_ID`.
+    pub track_id: u32,
+    /// Its decoder configuration (its codec writes the sample entry, its kind picks the handler).
+    pub config: &'a dyn TrackConfig,
 }
 
 /// One sample of a fragment.
@@ -55,16 +48,10 @@ pub struct Sample {
 /// The samples of one track in a fragment, in decode order.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackRun<'a> {
-    /// [`VIDEO_TRACK_ID`] or [`AUDIO_TRACK_ID`].
+    /// The track's `track_ID`.
     pub track_id: u32,
     /// At least one sample; runs without samples are left out of the fragment.
     pub samples: &'a [Sample],
-}
-
-/// Timescale of the audio track: the AAC core's sampling rate, so every frame lasts exactly
-/// `samples_per_frame` ticks.
-pub fn audio_timescale(config: &dyn TrackConfig) -> u32 {
-    config.timescale()
 }
 
 /// Writes a box: 32-bit size, type, then what `body` writes.
@@ -93,8 +80,9 @@ pub(crate) fn full_box(
 }
 
 /// The initialization segment (`ftyp` + `moov`) for `tracks` (ISO/IEC 14496-12 8.1-8.8, with `mvex`
-/// announcing that samples come in movie fragments).
-pub fn init_segment(tracks: InitTracks<'_>) -> Bytes {
+/// announcing that samples come in movie fragments); `next_track_id` is one above the stream's
+/// highest track id.
+pub fn init_segment(tracks: &[InitTrack<'_>], next_track_id: u32) -> Bytes {
     let mut out = BytesMut::with_capacity(1024);
     boxed(&mut out, b"ftyp", |out| {
         out.put_slice(b"iso6");
@@ -114,21 +102,16 @@ pub fn init_segment(tracks: InitTracks<'_>) -> Bytes {
             out.put_bytes(0, 10);
             MATRIX.iter().for_each(|m| out.put_u32(*m));
             out.put_bytes(0, 24); // pre_defined
-            out.put_u32(AUDIO_TRACK_ID + 1); // next_track_ID
+            out.put_u32(next_track_id); // next_track_ID
         });
-        if let Some(video) = tracks.video {
-            video_trak(out, video);
-        }
-        if let Some(audio) = tracks.audio {
-            audio_trak(out, audio);
+        for track in tracks {
+            match track.config.codec().kind {
+                MediaKind::Video => video_trak(out, track.track_id, track.config),
+                MediaKind::Audio => audio_trak(out, track.track_id, track.config),
+            }
         }
         boxed(out, b"mvex", |out| {
-            let ids = tracks
-                .video
-                .map(|_| VIDEO_TRACK_ID)
-                .into_iter()
-                .chain(tracks.audio.map(|_| AUDIO_TRACK_ID));
-            for id in ids {
+            for id in tracks.iter().map(|t| t.track_id) {
                 full_box(out, b"trex", 0, 0, |out| {
                     out.put_u32(id);
                     out.put_u32(1); // default_sample_description_index
@@ -203,10 +186,10 @@ fn dinf_stbl(out: &mut BytesMut, sample_entry: impl FnOnce(&mut BytesMut)) {
     });
 }
 
-fn video_trak(out: &mut BytesMut, config: &dyn TrackConfig) {
+fn video_trak(out: &mut BytesMut, track_id: u32, config: &dyn TrackConfig) {
     let (width, height) = config.dimensions().unwrap_or((0, 0));
     boxed(out, b"trak", |out| {
-        tkhd(out, VIDEO_TRACK_ID, false, width, height);
+        tkhd(out, track_id, false, width, height);
         boxed(out, b"mdia", |out| {
             mdhd_hdlr(out, config.timescale(), b"vide", b"VideoHandler");
             boxed(out, b"minf", |out| {
@@ -219,10 +202,10 @@ fn video_trak(out: &mut BytesMut, config: &dyn TrackConfig) {
     });
 }
 
-fn audio_trak(out: &mut BytesMut, config: &dyn TrackConfig) {
+fn audio_trak(out: &mut BytesMut, track_id: u32, config: &dyn TrackConfig) {
     let timescale = config.timescale();
     boxed(out, b"trak", |out| {
-        tkhd(out, AUDIO_TRACK_ID, true, 0, 0);
+        tkhd(out, track_id, true, 0, 0);
         boxed(out, b"mdia", |out| {
             mdhd_hdlr(out, timescale, b"soun", b"SoundHandler");
             boxed(out, b"minf", |out| {
@@ -235,26 +218,43 @@ fn audio_trak(out: &mut BytesMut, config: &dyn TrackConfig) {
     });
 }
 
+/// Size of a `traf` with `samples` samples as [`fragment`] writes it: `tfhd` (16), `tfdt` version 1
+/// (20), `trun` with four fields per sample (20 + 16 each), in an 8-byte header.
+fn traf_len(samples: usize) -> usize {
+    8 + 16 + 20 + 20 + 16 * samples
+}
+
 /// One movie fragment (`moof` + `mdat`) with `runs` in order; runs without samples are skipped.
 /// `sequence` is the `mfhd` sequence number, increasing by one per fragment of a stream.
-pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
-    let runs: Vec<&TrackRun<'_>> = runs.iter().filter(|r| !r.samples.is_empty()).collect();
+///
+/// The `moof`'s size is computed first, so every `trun` gets its data offset as it is written: no
+/// patching pass and no list of fields to patch (a fragment costs one allocation, its own bytes).
+pub fn fragment<'a, I>(sequence: u32, runs: I) -> Bytes
+where
+    I: Iterator<Item = TrackRun<'a>> + Clone,
+{
+    let runs = runs.filter(|r| !r.samples.is_empty());
     let media_len: usize = runs
-        .iter()
+        .clone()
         .flat_map(|r| r.samples.iter())
         .map(|s| s.data.len())
         .sum();
-    let mut out = BytesMut::with_capacity(media_len + 64 + runs.len() * 64);
-    // Where each trun's data_offset goes, patched once the moof's size is known.
-    let mut offset_fields = Vec::with_capacity(runs.len());
+    let moof_len = 8
+        + 16
+        + runs
+            .clone()
+            .map(|r| traf_len(r.samples.len()))
+            .sum::<usize>();
+    let mut out = BytesMut::with_capacity(moof_len + 8 + media_len);
+    let mut data_start = moof_len + 8; // mdat header
     boxed(&mut out, b"moof", |out| {
         full_box(out, b"mfhd", 0, 0, |out| out.put_u32(sequence));
-        for run in &runs {
+        for run in runs.clone() {
             boxed(out, b"traf", |out| {
                 // default-base-is-moof: data offsets count from this fragment's moof (CMAF).
                 full_box(out, b"tfhd", 0, 0x02_0000, |out| out.put_u32(run.track_id));
                 full_box(out, b"tfdt", 1, 0, |out| {
-                    out.put_u64(run.samples[0].decode_time);
+                    out.put_u64(run.samples.first().map_or(0, |s| s.decode_time));
                 });
                 // data-offset, sample duration, size, flags, composition time offset present; version 1:
                 // the offsets are signed (ISO/IEC 14496-12 8.8.8).
@@ -265,8 +265,7 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
                     0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800,
                     |out| {
                         out.put_u32(u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
-                        offset_fields.push(out.len());
-                        out.put_u32(0);
+                        out.put_u32(u32::try_from(data_start).unwrap_or(u32::MAX));
                         for s in run.samples {
                             out.put_u32(s.duration);
                             out.put_u32(u32::try_from(s.data.len()).unwrap_or(u32::MAX));
@@ -276,21 +275,16 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
                                 NON_SYNC_SAMPLE_FLAGS
                             });
                             out.put_i32(s.composition_offset);
+                            data_start += s.data.len();
                         }
                     },
                 );
             });
         }
     });
-    let moof_len = out.len();
-    let mut data_start = moof_len + 8; // mdat header
-    for (field, run) in offset_fields.into_iter().zip(&runs) {
-        let offset = u32::try_from(data_start).unwrap_or(u32::MAX);
-        out[field..field + 4].copy_from_slice(&offset.to_be_bytes());
-        data_start += run.samples.iter().map(|s| s.data.len()).sum::<usize>();
-    }
+    debug_assert_eq!(out.len(), moof_len, "traf_len matches what is written");
     boxed(&mut out, b"mdat", |out| {
-        for s in runs.iter().flat_map(|r| r.samples.iter()) {
+        for s in runs.flat_map(|r| r.samples.iter()) {
             out.put_slice(&s.data);
         }
     });
@@ -302,6 +296,9 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const VIDEO_TRACK_ID: u32 = 1;
+    const AUDIO_TRACK_ID: u32 = 2;
 
     /// The boxes at the top of `data`: (type, size), checking that sizes tile the buffer exactly.
     fn top_boxes(data: &[u8]) -> Vec<(String, usize)> {
@@ -415,10 +412,10 @@ mod tests {
         /// Whatever the samples, the fragment reads back to exactly them, track by track.
         #[test]
         fn fragments_read_back_to_their_samples(video in arb_samples(), audio in arb_samples()) {
-            let frag = fragment(3, &[
+            let frag = fragment(3, [
                 TrackRun { track_id: VIDEO_TRACK_ID, samples: &video },
                 TrackRun { track_id: AUDIO_TRACK_ID, samples: &audio },
-            ]);
+            ].into_iter());
             let expected: Vec<(u32, Vec<Sample>)> = [(VIDEO_TRACK_ID, video), (AUDIO_TRACK_ID, audio)]
                 .into_iter()
                 .filter(|(_, s)| !s.is_empty())
@@ -431,10 +428,19 @@ mod tests {
     fn init_segment_is_ftyp_then_moov_with_both_tracks() {
         let asc = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap(); // AAC-LC 48 kHz stereo
         let avc = avc();
-        let init = init_segment(InitTracks {
-            video: Some(&avc),
-            audio: Some(&asc),
-        });
+        let init = init_segment(
+            &[
+                InitTrack {
+                    track_id: VIDEO_TRACK_ID,
+                    config: &avc,
+                },
+                InitTrack {
+                    track_id: AUDIO_TRACK_ID,
+                    config: &asc,
+                },
+            ],
+            3,
+        );
         let boxes = top_boxes(&init);
         assert_eq!(boxes[0].0, "ftyp");
         assert_eq!(boxes[1].0, "moov");
@@ -480,7 +486,7 @@ mod tests {
         }];
         let frag = fragment(
             7,
-            &[
+            [
                 TrackRun {
                     track_id: VIDEO_TRACK_ID,
                     samples: &video,
@@ -493,7 +499,8 @@ mod tests {
                     track_id: AUDIO_TRACK_ID,
                     samples: &audio,
                 },
-            ],
+            ]
+            .into_iter(),
         );
         let boxes = top_boxes(&frag);
         assert_eq!(

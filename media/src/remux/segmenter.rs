@@ -1,46 +1,28 @@
-//! Glues the parsers and the TS muxer together: RTMP messages in, finished MPEG-TS segments out.
+//! The remuxer's entry: RTMP messages in, finished MPEG-TS segments (and fMP4 parts) out.
 //!
-//! Timeline: every frame gets one DTS from the shared [`TimestampUnwrapper`]; a segment runs from the
-//! DTS of the frame that opened it to the DTS of the frame that opened the next one. Frames go into
-//! whatever segment is open when they arrive (RTMP interleaves the tracks in roughly DTS order), and
-//! aggregated audio is flushed into the old segment before a cut, so no frame is lost or duplicated.
-
-use std::iter;
+//! It owns the stream's pieces and passes each message along them: the FLV adapter (`flv.rs`) turns
+//! a tag into a track's configuration or frame; the track layout (`track.rs`) keeps the
+//! configurations and decides which tracks a segment declares; the shared timestamp unwrapper puts
+//! frames on one 90 kHz timeline as [`Sample`]s; the [`Cutter`] says where segments and parts end; the
+//! muxers (`mux/`) write them. What is left here is when a stream starts: at the first video keyframe,
+//! or, when no video is announced or configured, with the audio held for [`AUDIO_HOLD_MS`] in case
+//! video follows.
 
 use bytes::Bytes;
 
-use super::aac::{AudioSpecificConfig, ADTS_HEADER_LEN};
-use super::avc::{self, AvcDecoderConfig, AUD, START_CODE};
-use super::flv::{self, AudioTag, VideoTag};
-use super::parts::{Part, PartBuilder};
-use super::timestamp::{ms_to_90khz, TimestampUnwrapper, Track};
-use super::ts::{
-    PacketBlocks, PesHeader, ProgramTracks, TsMuxer, AUDIO_PID, STREAM_ID_AUDIO, STREAM_ID_VIDEO,
-    VIDEO_PID,
-};
+use super::codec::{MediaKind, TrackConfig};
+use super::cutter::{Cutter, Verdict};
+use super::flv::{self, Frame, TrackInput};
+use super::mux::fmp4::{Fmp4Muxer, Part};
+use super::mux::ts::TsSegmentMuxer;
+use super::mux::Muxer;
+use super::sample::{ticks_to_ms, Sample};
+use super::timestamp::{ms_to_90khz, TimestampUnwrapper, Track as ClockTrack};
+use super::track::{Program, TrackInfo, Tracks};
 use super::RemuxError;
-
-/// PCR is written this far behind the DTS of the PES that carries it.
-///
-/// A PCR tells the decoder "now"; every byte that follows must still be on time relative to it. The
-/// muxer writes frames in arrival order, so after a video PES with DTS T (PCR T - delay) may come
-/// audio with DTS down to T - (RTMP interleave skew, typically < 300 ms) - (audio aggregation,
-/// <= 100 ms). 700 ms covers that with margin and is the value nginx-rtmp (`NGX_RTMP_HLS_DELAY`) and
-/// ffmpeg (`-muxdelay` default) use, so players are known to accept it. It is smaller than
-/// [`TIMESTAMP_OFFSET_MS`](super::timestamp::TIMESTAMP_OFFSET_MS), so PCR never goes below zero.
-pub const PCR_DELAY_MS: u64 = 700;
 
 /// Without onMetaData, audio that arrives first is held this long in case video follows.
 pub const AUDIO_HOLD_MS: u64 = 1_000;
-
-/// Audio frames are grouped into one PES until it holds this much; one PES per 20 ms AAC frame costs
-/// ~40% TS overhead at 128 kbit/s.
-const AUDIO_PES_TARGET_US: u64 = 90_000;
-/// ... but never more than this, which keeps the PCR interval of audio-only streams within the
-/// 100 ms of ISO/IEC 13818-1 2.7.2.
-const AUDIO_PES_MAX_US: u64 = 100_000;
-/// PES_packet_length is 16 bits and must be exact for audio: 65535 - 3 flag bytes - 5 PTS bytes.
-const AUDIO_PES_MAX_PAYLOAD: usize = 65_535 - 3 - 5;
 
 /// Segmenting policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,194 +56,64 @@ pub struct Segment {
     pub start_dts: u64,
     /// The codec configuration or track set changed: the player must reset its decoder.
     pub discontinuity: bool,
-    /// Starts with an H.264 keyframe (always true for audio-only segments, every AAC frame is one).
+    /// Starts with a keyframe of the reference track (always true for audio-only segments: every
+    /// AAC frame is one).
     pub starts_with_keyframe: bool,
 }
 
-/// The video track as known so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoInfo {
-    /// RFC 6381 codec string, e.g. `avc1.64001f`.
-    pub codec: String,
-    /// Cropped width from the SPS, if it parsed.
-    pub width: Option<u32>,
-    /// Cropped height from the SPS, if it parsed.
-    pub height: Option<u32>,
-}
-
-/// The audio track as known so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudioInfo {
-    /// RFC 6381 codec string, e.g. `mp4a.40.2`.
-    pub codec: String,
-    /// Output sampling rate in Hz.
-    pub sample_rate: u32,
-    /// Output channel count.
-    pub channels: u8,
-}
-
-/// What is known about the tracks of a stream.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TrackInfo {
-    /// From the latest AVC sequence header.
-    pub video: Option<VideoInfo>,
-    /// From the latest AAC sequence header.
-    pub audio: Option<AudioInfo>,
-}
-
-impl TrackInfo {
-    /// RFC 6381 CODECS value for the tracks present, e.g. "avc1.64001f,mp4a.40.2".
-    pub fn codecs(&self) -> String {
-        let video = self.video.as_ref().map(|v| v.codec.as_str());
-        let audio = self.audio.as_ref().map(|a| a.codec.as_str());
-        video.into_iter().chain(audio).collect::<Vec<_>>().join(",")
-    }
-}
-
-/// Timing of the frame that opened a segment.
-#[derive(Debug, Clone, Copy)]
-struct FirstFrame {
-    dts_ms: u64,
-    pts_90k: u64,
-    dts_90k: u64,
-    keyframe: bool,
-}
-
-#[derive(Debug)]
-struct OpenSegment {
-    buf: PacketBlocks,
-    tracks: ProgramTracks,
-    discontinuity: bool,
-    first: Option<FirstFrame>,
-    /// Estimated end of the media seen so far: max over frames of DTS + frame interval.
-    end_ms: u64,
-    audio_pes_written: bool,
-}
-
-impl OpenSegment {
-    /// PAT/PMT go in with the first PES rather than at open, so a segment that ends up empty (and is
-    /// discarded) consumes no continuity counter values and leaves no gap in the stream.
-    fn write_psi_once(&mut self, muxer: &mut TsMuxer) {
-        if self.buf.is_empty() {
-            muxer.write_psi(&mut self.buf, self.tracks);
-        }
-    }
-
-    fn note_frame(&mut self, dts_ms: u64, pts_ms: u64, keyframe: bool, interval_ms: u64) {
-        if self.first.is_none() {
-            self.first = Some(FirstFrame {
-                dts_ms,
-                pts_90k: ms_to_90khz(pts_ms),
-                dts_90k: ms_to_90khz(dts_ms),
-                keyframe,
-            });
-        }
-        self.end_ms = self.end_ms.max(dts_ms.saturating_add(interval_ms));
-    }
-
-    fn duration_to(&self, dts_ms: u64) -> u64 {
-        self.first
-            .map_or(0, |first| dts_ms.saturating_sub(first.dts_ms))
-    }
-
-    /// `next_dts_ms` is the first DTS of the following segment, or `None` at end of stream.
-    fn close(self, next_dts_ms: Option<u64>) -> Option<Segment> {
-        let first = self.first?;
-        let end = next_dts_ms.unwrap_or(self.end_ms);
-        Some(Segment {
-            data: self.buf.freeze(),
-            duration_ms: end.saturating_sub(first.dts_ms),
-            start_pts: first.pts_90k,
-            start_dts: first.dts_90k,
-            discontinuity: self.discontinuity,
-            starts_with_keyframe: first.keyframe,
-        })
-    }
-}
-
-/// One raw AAC frame with its ADTS header, waiting to be written.
-#[derive(Debug, Clone)]
-struct AudioFrame {
-    dts_ms: u64,
-    adts: [u8; ADTS_HEADER_LEN],
-    data: Bytes,
-    duration_us: u64,
-}
-
-/// Audio frames collected for the next audio PES.
-#[derive(Debug, Default)]
-struct PendingAudio {
-    frames: Vec<AudioFrame>,
-    duration_us: u64,
-    bytes: usize,
-}
-
-/// Turns one RTMP stream into MPEG-TS segments. See the module doc for the timeline rules.
+/// Turns one RTMP stream into MPEG-TS segments. See the module doc.
 #[derive(Debug)]
 pub struct Segmenter {
-    config: SegmenterConfig,
-    expected_video: Option<bool>,
-    expected_audio: Option<bool>,
+    tracks: Tracks,
     clock: TimestampUnwrapper,
-    muxer: TsMuxer,
-    video_config: Option<AvcDecoderConfig>,
-    /// A sequence header that differs from `video_config`; takes over at the next keyframe.
-    pending_video_config: Option<AvcDecoderConfig>,
-    audio_config: Option<AudioSpecificConfig>,
-    /// A different AudioSpecificConfig replaced the one the open segment started with.
-    audio_config_changed: bool,
-    /// `None` until the first segment starts, and again after `finish`.
-    segment: Option<OpenSegment>,
-    /// Audio that arrived before any video, kept while deciding whether the stream is audio-only.
-    held_audio: Vec<AudioFrame>,
-    pending_audio: PendingAudio,
-    /// Reused per access unit so splitting NAL units does not allocate.
-    nalus: Vec<Bytes>,
+    cutter: Cutter,
+    ts: TsSegmentMuxer,
     /// The fMP4 partial-segment rendition, when enabled.
-    parts: Option<PartBuilder>,
+    fmp4: Option<Fmp4Muxer>,
+    /// Audio that arrived before any video, kept while deciding whether the stream is audio-only,
+    /// each with the number of configuration changes seen before it (an index into `held_configs`).
+    held: Vec<(Sample, usize)>,
+    /// Configurations replaced while audio was held: a held frame is muxed with the one it came
+    /// under (its ADTS header, its PES grouping), as when frames were converted on arrival.
+    held_configs: Vec<Box<dyn TrackConfig>>,
 }
 
 impl Segmenter {
     /// A segmenter for one stream.
     pub fn new(config: SegmenterConfig) -> Self {
         Self {
-            config,
-            expected_video: None,
-            expected_audio: None,
+            tracks: Tracks::flv(),
             clock: TimestampUnwrapper::new(),
-            muxer: TsMuxer::new(),
-            video_config: None,
-            pending_video_config: None,
-            audio_config: None,
-            audio_config_changed: false,
-            segment: None,
-            held_audio: Vec::new(),
-            pending_audio: PendingAudio::default(),
-            nalus: Vec::with_capacity(16),
-            parts: None,
+            cutter: Cutter::new(config.target_duration_ms, config.max_duration_ms),
+            ts: TsSegmentMuxer::new(),
+            fmp4: None,
+            held: Vec::new(),
+            held_configs: Vec::new(),
         }
     }
 
     /// Also cuts every segment into fMP4 partial segments of about `part_target_ms` (low-latency HLS);
     /// collect them with [`Segmenter::take_parts`] after every push. Call before the first push.
     pub fn enable_parts(&mut self, part_target_ms: u64) {
-        self.parts = Some(PartBuilder::new(part_target_ms));
+        self.cutter.enable_parts(part_target_ms);
+        self.fmp4 = Some(Fmp4Muxer::new());
     }
 
     /// Partial segments closed since the last call, oldest first. The parts a push closed belong to
     /// the segment that is open after it, unless that push (or `finish`) also returned a segment: then
     /// they are that segment's last parts.
     pub fn take_parts(&mut self) -> Vec<Part> {
-        self.parts
-            .as_mut()
-            .map(PartBuilder::take)
-            .unwrap_or_default()
+        self.fmp4.as_mut().map(Fmp4Muxer::take).unwrap_or_default()
     }
 
     /// From onMetaData: whether the publisher announced a video / audio track (None = not announced).
     pub fn set_expected_tracks(&mut self, video: Option<bool>, audio: Option<bool>) {
-        self.expected_video = video;
-        self.expected_audio = audio;
+        for track in self.tracks.iter_mut() {
+            track.announced = match track.kind {
+                MediaKind::Video => video,
+                MediaKind::Audio => audio,
+            };
+        }
     }
 
     /// One RTMP video message (= FLV VIDEODATA tag body, starting with the frametype/codecid byte) and its RTMP timestamp in ms.
@@ -282,19 +134,8 @@ impl Segmenter {
         timestamp_ms: u32,
         tag: crate::flv::VideoTag,
     ) -> Result<Option<Segment>, RemuxError> {
-        match flv::video_input(tag)? {
-            VideoTag::Ignored => Ok(None),
-            VideoTag::SequenceHeader(body) => {
-                let config = AvcDecoderConfig::parse(&body)?;
-                self.on_video_config(config);
-                Ok(None)
-            }
-            VideoTag::Frame {
-                keyframe,
-                composition_time_ms,
-                data,
-            } => self.on_video_frame(timestamp_ms, keyframe, composition_time_ms, &data),
-        }
+        let input = flv::video_track_input(tag)?;
+        self.push_input(timestamp_ms, input)
     }
 
     /// One RTMP audio message (= FLV AUDIODATA tag body).
@@ -315,434 +156,311 @@ impl Segmenter {
         timestamp_ms: u32,
         tag: crate::flv::AudioTag,
     ) -> Result<Option<Segment>, RemuxError> {
-        match flv::audio_input(tag)? {
-            AudioTag::SequenceHeader(body) => {
-                let config = AudioSpecificConfig::parse(&body)?;
-                self.on_audio_config(config);
+        let input = flv::audio_track_input(tag)?;
+        self.push_input(timestamp_ms, input)
+    }
+
+    /// One message as track input, and its RTMP timestamp in ms.
+    pub fn push_input(
+        &mut self,
+        timestamp_ms: u32,
+        input: TrackInput,
+    ) -> Result<Option<Segment>, RemuxError> {
+        match input {
+            TrackInput::Ignored => Ok(None),
+            TrackInput::Config { track, config } => {
+                self.on_config(track, config);
                 Ok(None)
             }
-            AudioTag::Frame(data) => self.on_audio_frame(timestamp_ms, data),
+            TrackInput::Frame(frame) => match self.sample(timestamp_ms, frame)? {
+                Some(sample) => Ok(self.on_sample(sample)),
+                None => Ok(None),
+            },
         }
     }
 
     /// End of stream: closes and returns the open segment, if it holds any media.
     pub fn finish(&mut self) -> Option<Segment> {
-        if self.segment.is_none() && !self.held_audio.is_empty() && !self.video_expected() {
+        if self.cutter.program().is_none() && !self.held.is_empty() && !self.tracks.video_expected()
+        {
             // A stream shorter than the hold window still deserves its audio.
             self.start_audio_only();
         }
-        self.held_audio.clear();
-        self.flush_audio();
-        if let Some(parts) = &mut self.parts {
-            parts.close(None, true);
+        self.held.clear();
+        self.held_configs.clear();
+        let closed = self.close(None).0;
+        // Nothing is muxed with an outgoing configuration any more: should the stream go on, it
+        // starts with the newest, as a sequence header arriving before any segment would. (Before the
+        // split, frames pushed after `finish` were read with the newest configuration but muxed with
+        // the parameter sets of the old one.)
+        for track in self.tracks.iter_mut() {
+            if let Some(config) = track.pending.take() {
+                track.config = Some(config);
+            }
         }
-        self.segment.take()?.close(None)
+        closed
     }
 
     /// Whether the open segment starts a new timeline or codec configuration (what its
     /// `Segment::discontinuity` will say); false when no segment is open.
     pub fn open_segment_discontinuous(&self) -> bool {
-        self.segment.as_ref().is_some_and(|s| s.discontinuity)
+        self.cutter.discontinuous()
     }
 
     /// What is known about the tracks so far (for the stream's metadata/logs).
     pub fn tracks(&self) -> TrackInfo {
-        let video = self
-            .pending_video_config
-            .as_ref()
-            .or(self.video_config.as_ref())
-            .map(|c| VideoInfo {
-                codec: c.codec_string(),
-                width: c.dimensions.map(|(w, _)| w),
-                height: c.dimensions.map(|(_, h)| h),
+        self.tracks.info()
+    }
+
+    /// Takes a new configuration: a video track's waits for its next keyframe (its inter frames
+    /// cannot be decoded with another), an audio track's takes over at once (every frame is a random
+    /// access point) and makes the next segment a discontinuity.
+    fn on_config(&mut self, id: super::sample::TrackId, config: Box<dyn TrackConfig>) {
+        let open = self.cutter.program().is_some();
+        let Some(track) = self.tracks.get_mut(id) else {
+            return;
+        };
+        let same = track
+            .config
+            .as_deref()
+            .is_some_and(|c| c.same_config(&*config));
+        match track.kind {
+            MediaKind::Video => {
+                if !open {
+                    // Nothing muxed with the old one yet: just take the newest.
+                    track.config = Some(config);
+                    track.pending = None;
+                } else if same {
+                    // Repeated (or reverted-to) header: nothing changes, and a pending change is void.
+                    track.pending = None;
+                } else {
+                    track.pending = Some(config);
+                }
+            }
+            MediaKind::Audio => {
+                if same {
+                    return;
+                }
+                if track.config.is_some() && open {
+                    track.changed = true;
+                    self.ts.reconfigure(id);
+                    if let Some(fmp4) = &mut self.fmp4 {
+                        fmp4.reconfigure(id);
+                    }
+                }
+                let replaced = track.config.replace(config);
+                if let Some(old) = replaced.filter(|_| !open && !self.held.is_empty()) {
+                    self.held_configs.push(old);
+                }
+            }
+        }
+    }
+
+    /// Puts a frame on the timeline, checked by its codec under the track's newest configuration.
+    fn sample(&mut self, timestamp_ms: u32, frame: Frame) -> Result<Option<Sample>, RemuxError> {
+        let track = self.tracks.get(frame.track);
+        let kind = track.map_or(MediaKind::Video, |t| t.kind);
+        let Some(config) = track.and_then(|t| t.newest()) else {
+            return Err(match kind {
+                MediaKind::Video => RemuxError::NoVideoConfig,
+                MediaKind::Audio => RemuxError::NoAudioConfig,
             });
-        let audio = self.audio_config.as_ref().map(|a| AudioInfo {
-            codec: a.codec_string(),
-            sample_rate: a.sample_rate,
-            channels: a.channels,
-        });
-        TrackInfo { video, audio }
-    }
-
-    fn video_expected(&self) -> bool {
-        self.expected_video == Some(true)
-            || self.video_config.is_some()
-            || self.pending_video_config.is_some()
-    }
-
-    /// Tracks the next segment should declare in its PMT.
-    fn desired_tracks(&self) -> ProgramTracks {
-        ProgramTracks {
-            video: self.video_config.is_some() || self.pending_video_config.is_some(),
-            // An announced audio track is declared up front, so its late sequence header does not
-            // force a discontinuity.
-            audio: self.audio_config.is_some() || self.expected_audio == Some(true),
-        }
-    }
-
-    fn on_video_config(&mut self, config: AvcDecoderConfig) {
-        if self.segment.is_none() {
-            // Nothing muxed with the old one yet: just take the newest.
-            self.video_config = Some(config);
-            self.pending_video_config = None;
-            return;
-        }
-        if self.video_config.as_ref() == Some(&config) {
-            // Repeated (or reverted-to) header: nothing changes, and a pending change is void.
-            self.pending_video_config = None;
-        } else {
-            self.pending_video_config = Some(config);
-        }
-    }
-
-    fn on_audio_config(&mut self, config: AudioSpecificConfig) {
-        if self.audio_config.as_ref() == Some(&config) {
-            return;
-        }
-        if self.audio_config.is_some() && self.segment.is_some() {
-            // One PES must not mix frames of two configurations.
-            self.flush_audio();
-            self.audio_config_changed = true;
-        }
-        self.audio_config = Some(config);
-    }
-
-    fn on_video_frame(
-        &mut self,
-        timestamp_ms: u32,
-        flv_keyframe: bool,
-        composition_time_ms: i32,
-        data: &Bytes,
-    ) -> Result<Option<Segment>, RemuxError> {
-        let length_size = self
-            .pending_video_config
-            .as_ref()
-            .or(self.video_config.as_ref())
-            .map(|c| c.nalu_length_size)
-            .ok_or(RemuxError::NoVideoConfig)?;
-        let kind = avc::split_nalus(data, length_size, &mut self.nalus)?;
+        };
+        let keyframe = config.inspect(&frame.data, frame.keyframe)?;
+        let frame_us = config.fixed_frame_us();
         // Nothing below can fail: the message is accepted and the clock advances.
-        let dts_ms = self.clock.unwrap(Track::Video, timestamp_ms);
-        if self.nalus.is_empty() {
-            return Ok(None);
-        }
-        let keyframe = avc::is_keyframe(flv_keyframe, &kind);
-        let pts_ms = dts_ms
-            .saturating_add_signed(i64::from(composition_time_ms))
-            .max(dts_ms);
-
-        let mut finished = None;
-        let Some(segment) = &self.segment else {
-            if !keyframe {
-                return Ok(None); // a stream can only start at a keyframe
-            }
-            // Audio held so far precedes the keyframe and cannot be in a segment that starts with it.
-            self.held_audio.clear();
-            self.open_segment(self.desired_tracks(), false);
-            self.write_video(dts_ms, pts_ms, keyframe, &kind, data);
+        let clock_track = match kind {
+            MediaKind::Video => ClockTrack::Video,
+            MediaKind::Audio => ClockTrack::Audio,
+        };
+        let dts_ms = self.clock.unwrap(clock_track, timestamp_ms);
+        let Some(keyframe) = keyframe else {
             return Ok(None);
         };
-        let tracks = segment.tracks;
-        let duration = segment.duration_to(dts_ms);
-        let desired = self.desired_tracks();
-        let reconfigure =
-            self.pending_video_config.is_some() || self.audio_config_changed || desired != tracks;
-        if reconfigure && keyframe {
-            if let Some(config) = self.pending_video_config.take() {
-                self.video_config = Some(config);
-            }
-            finished = self.cut(dts_ms, desired, true);
-        } else if reconfigure && (self.pending_video_config.is_some() || !tracks.video) {
-            // Inter frames of a new configuration cannot be decoded before its first keyframe, and
-            // without a video PID there is nowhere to put them.
-            return Ok(None);
-        } else if (keyframe && duration >= self.config.target_duration_ms)
-            || duration >= self.config.max_duration_ms
-        {
-            finished = self.cut(dts_ms, tracks, false);
-        }
-        if finished.is_none() {
-            let gap = self.clock.last_gap(Track::Video).unwrap_or(0);
-            if let Some(parts) = self.parts.as_mut().filter(|p| p.is_due(dts_ms, gap)) {
-                parts.close(Some(dts_ms), false);
-            }
-        }
-        self.write_video(dts_ms, pts_ms, keyframe, &kind, data);
-        Ok(finished)
+        let pts_ms = dts_ms
+            .saturating_add_signed(i64::from(frame.composition_time_ms))
+            .max(dts_ms);
+        // Fixed-length frames last their length (rounded up to RTMP's millisecond); others until the
+        // next one, estimated from the last interval.
+        let duration_ms = match frame_us {
+            Some(us) => us.div_ceil(1000),
+            None => self.clock.last_gap(clock_track).unwrap_or(0),
+        };
+        Ok(Some(Sample {
+            track: frame.track,
+            dts: ms_to_90khz(dts_ms),
+            pts: ms_to_90khz(pts_ms),
+            keyframe,
+            duration: ms_to_90khz(duration_ms),
+            data: frame.data,
+        }))
     }
 
-    fn on_audio_frame(
-        &mut self,
-        timestamp_ms: u32,
-        data: Bytes,
-    ) -> Result<Option<Segment>, RemuxError> {
-        let config = self
-            .audio_config
-            .as_ref()
-            .ok_or(RemuxError::NoAudioConfig)?;
-        let adts = config.adts_header(data.len())?;
-        let duration_us = config.frame_duration_us();
-        let dts_ms = self.clock.unwrap(Track::Audio, timestamp_ms);
-        if data.is_empty() {
-            return Ok(None);
+    fn on_sample(&mut self, sample: Sample) -> Option<Segment> {
+        let kind = self.tracks.get(sample.track).map(|t| t.kind)?;
+        if self.cutter.program().is_none() {
+            self.before_start(sample, kind);
+            return None;
         }
-        let frame = AudioFrame {
-            dts_ms,
-            adts,
-            data,
-            duration_us,
-        };
-
-        let Some(segment) = &self.segment else {
-            if self.video_expected() {
-                // Waiting for the first video keyframe; audio before it has no segment.
-                return Ok(None);
-            }
-            let first_held = self.held_audio.first().map_or(dts_ms, |f| f.dts_ms);
-            self.held_audio.push(frame);
-            if self.expected_video == Some(false)
-                || dts_ms.saturating_sub(first_held) >= AUDIO_HOLD_MS
-            {
-                self.start_audio_only();
-            }
-            return Ok(None);
-        };
-        let tracks = segment.tracks;
-        let duration = segment.duration_to(dts_ms);
+        let desired = self.tracks.desired();
+        let pending = self
+            .tracks
+            .get(sample.track)
+            .is_some_and(|t| t.pending.is_some());
         let mut finished = None;
-        if tracks.video {
-            if duration >= self.config.max_duration_ms {
-                finished = self.cut(dts_ms, tracks, false);
+        match self
+            .cutter
+            .verdict(&sample, &desired, self.tracks.reconfigured(), pending)
+        {
+            Verdict::Drop => return None,
+            Verdict::Cut {
+                program,
+                discontinuity,
+            } => {
+                if discontinuity {
+                    // The keyframe the new configuration waited for.
+                    if let Some(track) = self.tracks.get_mut(sample.track) {
+                        if let Some(config) = track.pending.take() {
+                            track.config = Some(config);
+                        }
+                    }
+                }
+                let (closed, carried) = self.close(Some(sample.dts));
+                finished = closed;
+                self.open(program, discontinuity || carried);
             }
-        } else {
-            let desired = self.desired_tracks();
-            if !desired.video && (self.audio_config_changed || desired != tracks) {
-                finished = self.cut(dts_ms, desired, true);
-            } else if duration >= self.config.target_duration_ms {
-                // Audio-only: every frame is a random access point. (With video pending, this keeps
-                // the audio-only track set until the video keyframe switches it.)
-                finished = self.cut(dts_ms, tracks, false);
+            Verdict::ClosePart => self.close_part(Some(sample.dts), false),
+            Verdict::Append => {}
+        }
+        self.write(sample);
+        finished
+    }
+
+    /// Before the first segment: a video keyframe starts the stream; audio waits for it, or is held
+    /// until the stream turns out to be audio-only.
+    fn before_start(&mut self, sample: Sample, kind: MediaKind) {
+        match kind {
+            MediaKind::Video => {
+                if !sample.keyframe {
+                    return; // a stream can only start at a keyframe
+                }
+                // Audio held so far precedes the keyframe and cannot be in a segment that starts with it.
+                self.held.clear();
+                self.held_configs.clear();
+                self.open(self.tracks.desired(), false);
+                self.write(sample);
+            }
+            MediaKind::Audio => {
+                if self.tracks.video_expected() {
+                    // Waiting for the first video keyframe; audio before it has no segment.
+                    return;
+                }
+                let first_held = self.held.first().map_or(sample.dts, |(s, _)| s.dts);
+                let held_ms = ticks_to_ms(sample.dts.saturating_sub(first_held));
+                self.held.push((sample, self.held_configs.len()));
+                if self.tracks.video_denied() || held_ms >= AUDIO_HOLD_MS {
+                    self.start_audio_only();
+                }
             }
         }
-        // Audio-only: the audio paces the parts.
-        if finished.is_none() && !tracks.video {
-            let frame_ms = frame.duration_us.div_ceil(1000);
-            if let Some(parts) = self.parts.as_mut().filter(|p| p.is_due(dts_ms, frame_ms)) {
-                parts.close(Some(dts_ms), false);
-            }
-        }
-        if tracks.audio {
-            self.write_audio(frame);
-        }
-        Ok(finished)
     }
 
     /// Opens the first segment of an audio-only stream with the held audio.
     fn start_audio_only(&mut self) {
-        self.open_segment(
-            ProgramTracks {
-                video: false,
-                audio: true,
-            },
-            false,
-        );
-        let mut held = std::mem::take(&mut self.held_audio);
-        for frame in held.drain(..) {
-            let frame_ms = frame.duration_us.div_ceil(1000);
-            if let Some(parts) = self
-                .parts
-                .as_mut()
-                .filter(|p| p.is_due(frame.dts_ms, frame_ms))
-            {
-                parts.close(Some(frame.dts_ms), false);
+        // The tracks that sent audio, and only them: a video track, even announced, has none yet.
+        let program = Program::new(self.held.iter().map(|(s, _)| (s.track, MediaKind::Audio)));
+        self.open(program, false);
+        let mut held = std::mem::take(&mut self.held);
+        let configs = std::mem::take(&mut self.held_configs);
+        for (sample, generation) in held.drain(..) {
+            if self.cutter.part_due(&sample) {
+                self.close_part(Some(sample.dts), false);
             }
-            self.write_audio(frame);
+            self.write_with(sample, configs.get(generation).map(|c| &**c));
         }
-        self.held_audio = held; // keep the capacity
+        self.held = held; // keep the capacity
     }
 
-    fn open_segment(&mut self, tracks: ProgramTracks, discontinuity: bool) {
-        self.audio_config_changed = false;
-        if let Some(parts) = &mut self.parts {
-            let video = self.video_config.as_ref().filter(|_| tracks.video);
-            let audio = self.audio_config.as_ref().filter(|_| tracks.audio);
-            // A discontinuity may mean new parameter sets or another track set: a new init segment.
-            if discontinuity || !parts.init_matches(video.is_some(), audio.is_some()) {
-                parts.set_init(video, audio);
-            }
-        }
-        self.segment = Some(OpenSegment {
-            buf: PacketBlocks::default(),
-            tracks,
-            discontinuity,
-            first: None,
-            end_ms: 0,
-            audio_pes_written: false,
-        });
+    /// Writes a sample of a declared track into the open segment (and part).
+    fn write(&mut self, sample: Sample) {
+        self.write_with(sample, None);
     }
 
-    /// Closes the open segment at `next_dts_ms` and opens a new one with `tracks`.
-    fn cut(
-        &mut self,
-        next_dts_ms: u64,
-        tracks: ProgramTracks,
-        discontinuity: bool,
-    ) -> Option<Segment> {
-        self.flush_audio();
-        let old = self.segment.take();
-        // A discontinuity flagged on a segment that ended up empty must reach the next one.
-        let carried = old
-            .as_ref()
-            .is_some_and(|s| s.discontinuity && s.first.is_none());
-        let closed = old.and_then(|s| s.close(Some(next_dts_ms)));
-        if let Some(parts) = &mut self.parts {
-            parts.close(Some(next_dts_ms), true);
+    /// [`Segmenter::write`] under `config` rather than the track's current configuration.
+    fn write_with(&mut self, sample: Sample, config: Option<&dyn TrackConfig>) {
+        if !self
+            .cutter
+            .program()
+            .is_some_and(|p| p.contains(sample.track))
+        {
+            return; // no stream for it in this segment
         }
-        self.open_segment(tracks, discontinuity || carried);
-        closed
-    }
-
-    /// Writes the access unit in `self.nalus` as one PES: AUD, parameter sets if an IDR lacks them,
-    /// then the NAL units, each behind a start code.
-    fn write_video(
-        &mut self,
-        dts_ms: u64,
-        pts_ms: u64,
-        keyframe: bool,
-        kind: &avc::AccessUnitKind,
-        data: &Bytes,
-    ) {
-        let interval = self.clock.last_gap(Track::Video).unwrap_or(0);
-        let Self {
-            segment: Some(segment),
-            video_config: Some(config),
-            nalus,
-            muxer,
-            parts,
-            ..
-        } = self
-        else {
+        let Some(config) = config.or_else(|| {
+            self.tracks
+                .get(sample.track)
+                .and_then(|t| t.config.as_deref())
+        }) else {
             return;
         };
-        if !segment.tracks.video {
-            return;
-        }
-        // Every segment must be decodable on its own, and publishers usually send SPS/PPS only once
-        // in the sequence header, so IDRs carry them in-band.
-        let parameter_sets: &[Bytes] = if keyframe && !(kind.has_sps && kind.has_pps) {
-            &config.parameter_sets
-        } else {
-            &[]
-        };
-        let chunks = iter::once(&AUD[..]).chain(
-            parameter_sets
-                .iter()
-                .chain(nalus.iter())
-                .flat_map(|nalu| [&START_CODE[..], nalu.as_ref()]),
-        );
-        let dts = ms_to_90khz(dts_ms);
-        let header = PesHeader {
-            pid: VIDEO_PID,
-            stream_id: STREAM_ID_VIDEO,
-            pts: ms_to_90khz(pts_ms),
-            dts,
-            pcr: (segment.tracks.pcr_pid() == VIDEO_PID).then(|| pcr_for(dts)),
-            random_access: keyframe,
-        };
-        segment.write_psi_once(muxer);
-        muxer.write_pes(&mut segment.buf, &header, chunks);
-        segment.note_frame(dts_ms, pts_ms, keyframe, interval);
-        if let Some(parts) = parts {
-            parts.push_video(dts_ms, pts_ms, keyframe, data.clone(), interval);
+        self.cutter.wrote(&sample);
+        self.ts.push(&sample, config);
+        if let Some(fmp4) = &mut self.fmp4 {
+            fmp4.push(&sample, config);
         }
     }
 
-    /// Adds one frame to the pending audio PES, flushing first when it would not belong with the
-    /// frames already there.
-    fn write_audio(&mut self, frame: AudioFrame) {
-        let Some(segment) = &mut self.segment else {
-            return;
-        };
-        if let Some(parts) = &mut self.parts {
-            parts.push_audio(frame.dts_ms, frame.data.clone(), frame.duration_us);
+    fn open(&mut self, program: Program, discontinuity: bool) {
+        for track in self.tracks.iter_mut() {
+            track.changed = false;
         }
-        segment.note_frame(
-            frame.dts_ms,
-            frame.dts_ms,
-            !segment.tracks.video,
-            frame.duration_us.div_ceil(1000),
-        );
-        let pending = &self.pending_audio;
-        if let Some(first) = pending.frames.first() {
-            // The decoder derives each frame's time from the PES PTS plus frame durations, so a frame
-            // that is not where that arithmetic puts it (a gap, a jump) must start a new PES.
-            let expected_us = first
-                .dts_ms
-                .saturating_mul(1000)
-                .saturating_add(pending.duration_us);
-            let actual_us = frame.dts_ms.saturating_mul(1000);
-            let tolerance_us = frame.duration_us / 2 + 1000;
-            let contiguous = actual_us.abs_diff(expected_us) <= tolerance_us;
-            let fits = pending.duration_us + frame.duration_us <= AUDIO_PES_MAX_US
-                && pending.bytes + ADTS_HEADER_LEN + frame.data.len() <= AUDIO_PES_MAX_PAYLOAD;
-            if !contiguous || !fits {
-                self.flush_audio();
-            }
+        self.ts.start_segment(&program, &self.tracks, discontinuity);
+        if let Some(fmp4) = &mut self.fmp4 {
+            fmp4.start_segment(&program, &self.tracks, discontinuity);
         }
-        let pending = &mut self.pending_audio;
-        pending.duration_us += frame.duration_us;
-        pending.bytes += ADTS_HEADER_LEN + frame.data.len();
-        pending.frames.push(frame);
-        if pending.duration_us >= AUDIO_PES_TARGET_US {
-            self.flush_audio();
+        self.cutter.open(program, discontinuity);
+    }
+
+    fn close_part(&mut self, next_dts: Option<u64>, last: bool) {
+        let span = self.cutter.close_part(next_dts);
+        if let Some(fmp4) = &mut self.fmp4 {
+            fmp4.close_part(span, last);
         }
     }
 
-    /// Writes the pending audio frames as one PES into the open segment.
-    fn flush_audio(&mut self) {
-        let Self {
-            segment,
-            pending_audio,
-            muxer,
-            ..
-        } = self;
-        let (Some(segment), Some(first)) = (segment.as_mut(), pending_audio.frames.first()) else {
-            pending_audio.frames.clear();
-            pending_audio.duration_us = 0;
-            pending_audio.bytes = 0;
-            return;
+    /// Closes the open segment (and its last part) before `next_dts` (`None`: end of stream). A
+    /// discontinuity flagged on a segment that ended up empty is carried to the next one.
+    fn close(&mut self, next_dts: Option<u64>) -> (Option<Segment>, bool) {
+        let data = self.ts.finish_segment();
+        self.close_part(next_dts, true);
+        if let Some(fmp4) = &mut self.fmp4 {
+            fmp4.finish_segment();
+        }
+        let (span, carried) = self.cutter.close_segment(next_dts);
+        let Some(span) = span else {
+            return (None, carried);
         };
-        let pts = ms_to_90khz(first.dts_ms);
-        let header = PesHeader {
-            pid: AUDIO_PID,
-            stream_id: STREAM_ID_AUDIO,
-            pts,
-            dts: pts,
-            pcr: (segment.tracks.pcr_pid() == AUDIO_PID).then(|| pcr_for(pts)),
-            random_access: !segment.tracks.video && !segment.audio_pes_written,
+        let segment = Segment {
+            data: data.unwrap_or_default(),
+            duration_ms: ticks_to_ms(span.duration),
+            start_pts: span.first_pts,
+            start_dts: span.first_dts,
+            discontinuity: span.discontinuity,
+            starts_with_keyframe: span.starts_with_keyframe,
         };
-        let chunks = pending_audio
-            .frames
-            .iter()
-            .flat_map(|f| [&f.adts[..], f.data.as_ref()]);
-        segment.write_psi_once(muxer);
-        muxer.write_pes(&mut segment.buf, &header, chunks);
-        segment.audio_pes_written = true;
-        pending_audio.frames.clear();
-        pending_audio.duration_us = 0;
-        pending_audio.bytes = 0;
+        (Some(segment), false)
     }
-}
-
-fn pcr_for(dts_90k: u64) -> u64 {
-    dts_90k.saturating_sub(ms_to_90khz(PCR_DELAY_MS))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::remux::codec::avc::{AUD, START_CODE};
+    use crate::remux::mux::ts::PCR_DELAY_MS;
     use crate::remux::timestamp::TIMESTAMP_OFFSET_MS;
+
+    const VIDEO_PID: u16 = 0x100;
+    const AUDIO_PID: u16 = 0x101;
 
     const SPS: [u8; 25] = [
         0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,

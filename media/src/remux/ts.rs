@@ -80,40 +80,68 @@ impl PacketSink for PacketBlocks {
 pub const PAT_PID: u16 = 0x0000;
 /// PMT PID of our single program (the value nginx-rtmp and ffmpeg use).
 pub const PMT_PID: u16 = 0x1000;
-/// H.264 elementary stream PID.
-pub const VIDEO_PID: u16 = 0x0100;
-/// AAC elementary stream PID.
-pub const AUDIO_PID: u16 = 0x0101;
 /// program_number of the single program.
 pub const PROGRAM_NUMBER: u16 = 1;
-/// stream_type for ITU-T H.264 video (13818-1 Table 2-34), from the AVC codec module.
-pub const STREAM_TYPE_H264: u8 = super::codec::avc::CODEC.ts_stream_type();
-/// stream_type for ISO/IEC 13818-7 audio with ADTS transport syntax, from the AAC codec module.
-pub const STREAM_TYPE_AAC_ADTS: u8 = super::codec::aac::CODEC.ts_stream_type();
-/// PES stream_id of the first video stream (13818-1 Table 2-22).
-pub const STREAM_ID_VIDEO: u8 = super::codec::avc::CODEC.ts_stream_id();
-/// PES stream_id of the first audio stream.
-pub const STREAM_ID_AUDIO: u8 = super::codec::aac::CODEC.ts_stream_id();
 
 /// PTS/DTS/PCR base are 33-bit counters that wrap (13818-1 2.4.3.7).
 const MASK_33: u64 = (1 << 33) - 1;
 
-/// Which elementary streams the PMT lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProgramTracks {
-    /// H.264 on [`VIDEO_PID`].
-    pub video: bool,
-    /// AAC on [`AUDIO_PID`].
-    pub audio: bool,
+/// One elementary stream the PMT lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElementaryStream {
+    /// Its PID.
+    pub pid: u16,
+    /// PMT stream_type (13818-1 Table 2-34).
+    pub stream_type: u8,
 }
 
-impl ProgramTracks {
-    /// PCR rides on the video PID when there is video (its PES are the most regular), else on audio.
-    pub fn pcr_pid(&self) -> u16 {
-        if self.video {
-            VIDEO_PID
-        } else {
-            AUDIO_PID
+/// The streams of the single program, in PMT order, and which of them carries the PCR.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Program {
+    /// The elementary streams.
+    pub streams: Vec<ElementaryStream>,
+    /// PCR_PID.
+    pub pcr_pid: u16,
+}
+
+/// One piece of a PES payload, so a codec can hand over its conversion of a sample (start codes,
+/// parameter sets, NAL units; an ADTS header and the frame) without copying it into one buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PesChunk {
+    /// Bytes every sample of a codec shares (a start code, an access unit delimiter).
+    Static(&'static [u8]),
+    /// A few bytes written for this sample (an ADTS header), at most [`PesChunk::INLINE`].
+    Inline {
+        /// The bytes, `len` of them used.
+        bytes: [u8; PesChunk::INLINE],
+        /// How many of `bytes` are used.
+        len: u8,
+    },
+    /// A slice of the sample (or of its configuration record).
+    Shared(Bytes),
+}
+
+impl PesChunk {
+    /// Room of an inline chunk.
+    pub const INLINE: usize = 15;
+
+    /// An inline chunk of `data`, cut to [`PesChunk::INLINE`] bytes.
+    pub fn inline(data: &[u8]) -> Self {
+        let mut bytes = [0; Self::INLINE];
+        let len = data.len().min(Self::INLINE);
+        bytes[..len].copy_from_slice(&data[..len]);
+        Self::Inline {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// The chunk's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Static(s) => s,
+            Self::Inline { bytes, len } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            Self::Shared(b) => b,
         }
     }
 }
@@ -138,10 +166,10 @@ pub struct PesHeader {
 /// Packetizer state: continuity counters and PMT version.
 #[derive(Debug, Default, Clone)]
 pub struct TsMuxer {
-    /// Continuity counters for PAT, PMT, video, audio, any other PID.
-    cc: [u8; 5],
+    /// Continuity counter of every PID written so far (a handful: PAT, PMT, one per track).
+    cc: Vec<(u16, u8)>,
     pmt_version: u8,
-    last_tracks: Option<ProgramTracks>,
+    last_program: Option<Program>,
 }
 
 impl TsMuxer {
@@ -151,14 +179,17 @@ impl TsMuxer {
     }
 
     /// Writes one PAT and one PMT packet. Every segment starts with them so it is decodable alone.
-    /// A change of the track set bumps the PMT version_number so demuxers re-read it.
-    pub fn write_psi(&mut self, out: &mut impl PacketSink, tracks: ProgramTracks) {
-        if let Some(last) = self.last_tracks {
-            if last != tracks {
-                self.pmt_version = (self.pmt_version + 1) & 0x1f;
+    /// A change of the program bumps the PMT version_number so demuxers re-read it.
+    pub fn write_psi(&mut self, out: &mut impl PacketSink, program: &Program) {
+        match &self.last_program {
+            Some(last) if last == program => {}
+            last => {
+                if last.is_some() {
+                    self.pmt_version = (self.pmt_version + 1) & 0x1f;
+                }
+                self.last_program = Some(program.clone());
             }
         }
-        self.last_tracks = Some(tracks);
 
         // PAT, 13818-1 2.4.4.3: one program, transport_stream_id 1.
         let mut pat = [0u8; 16];
@@ -182,25 +213,21 @@ impl TsMuxer {
         pat[12..].copy_from_slice(&crc);
         self.write_section(out, PAT_PID, &pat);
 
-        // PMT, 13818-1 2.4.4.8. Built once per segment, so a small Vec is fine here.
-        let streams = usize::from(tracks.video) + usize::from(tracks.audio);
+        // PMT, 13818-1 2.4.4.8. Built once per segment, so a small Vec is fine here. One packet holds
+        // it: up to 33 streams, far more than a publisher sends.
+        let streams = program.streams.len().min(33);
         let section_length = (9 + 5 * streams + 4) as u8;
-        let pcr_pid = tracks.pcr_pid().to_be_bytes();
-        let program = PROGRAM_NUMBER.to_be_bytes();
+        let pcr_pid = program.pcr_pid.to_be_bytes();
+        let number = PROGRAM_NUMBER.to_be_bytes();
         let mut pmt = Vec::with_capacity(12 + 5 * streams + 4);
-        pmt.extend_from_slice(&[0x02, 0xb0, section_length, program[0], program[1]]);
+        pmt.extend_from_slice(&[0x02, 0xb0, section_length, number[0], number[1]]);
         // reserved, version_number, current_next_indicator; section_number; last_section_number
         pmt.extend_from_slice(&[0xc1 | (self.pmt_version << 1), 0x00, 0x00]);
         // reserved + PCR_PID; reserved + program_info_length = 0
         pmt.extend_from_slice(&[0xe0 | pcr_pid[0], pcr_pid[1], 0xf0, 0x00]);
-        for (present, stream_type, pid) in [
-            (tracks.video, STREAM_TYPE_H264, VIDEO_PID),
-            (tracks.audio, STREAM_TYPE_AAC_ADTS, AUDIO_PID),
-        ] {
-            if present {
-                let pid = pid.to_be_bytes();
-                pmt.extend_from_slice(&[stream_type, 0xe0 | pid[0], pid[1], 0xf0, 0x00]);
-            }
+        for es in program.streams.iter().take(streams) {
+            let pid = es.pid.to_be_bytes();
+            pmt.extend_from_slice(&[es.stream_type, 0xe0 | pid[0], pid[1], 0xf0, 0x00]);
         }
         let crc = crc32_mpeg2(&pmt).to_be_bytes();
         pmt.extend_from_slice(&crc);
@@ -248,7 +275,6 @@ impl TsMuxer {
             iter: payload,
             current: &[],
         };
-        let slot = cc_slot(header.pid);
         let mut first = true;
         while remaining > 0 {
             // Adaptation field content (flags + PCR) wanted on the first packet.
@@ -275,7 +301,7 @@ impl TsMuxer {
             // PES, so every packet stays 188 bytes and the PES ends exactly with the packet.
             let stuffing = capacity - take;
 
-            let cc = self.next_cc(slot);
+            let cc = self.next_cc(header.pid);
             let has_af = af_total > 0 || stuffing > 0;
             let out = sink.packet();
             out.put_slice(&[
@@ -313,7 +339,7 @@ impl TsMuxer {
     }
 
     fn write_section(&mut self, sink: &mut impl PacketSink, pid: u16, section: &[u8]) {
-        let cc = self.next_cc(cc_slot(pid));
+        let cc = self.next_cc(pid);
         let out = sink.packet();
         out.put_slice(&[0x47, 0x40 | ((pid >> 8) as u8 & 0x1f), pid as u8, 0x10 | cc]);
         out.put_u8(0); // pointer_field
@@ -322,25 +348,23 @@ impl TsMuxer {
         out.put_bytes(0xff, TS_PAYLOAD_LEN - 1 - section.len());
     }
 
-    fn next_cc(&mut self, slot: usize) -> u8 {
+    /// The PID's next continuity counter (a linear search: a stream has a handful of PIDs).
+    fn next_cc(&mut self, pid: u16) -> u8 {
+        let slot = match self.cc.iter().position(|(p, _)| *p == pid) {
+            Some(i) => i,
+            None => {
+                self.cc.push((pid, 0));
+                self.cc.len() - 1
+            }
+        };
         match self.cc.get_mut(slot) {
-            Some(cc) => {
+            Some((_, cc)) => {
                 let value = *cc;
                 *cc = (value + 1) & 0x0f;
                 value
             }
             None => 0,
         }
-    }
-}
-
-fn cc_slot(pid: u16) -> usize {
-    match pid {
-        PAT_PID => 0,
-        PMT_PID => 1,
-        VIDEO_PID => 2,
-        AUDIO_PID => 3,
-        _ => 4,
     }
 }
 
@@ -432,18 +456,33 @@ const CRC_TABLE: [u32; 256] = {
 mod tests {
     use super::*;
 
+    const VIDEO_PID: u16 = 0x100;
+    const STREAM_ID_VIDEO: u8 = 0xe0;
+
+    fn av() -> Program {
+        Program {
+            streams: vec![
+                ElementaryStream {
+                    pid: 0x100,
+                    stream_type: 0x1b,
+                },
+                ElementaryStream {
+                    pid: 0x101,
+                    stream_type: 0x0f,
+                },
+            ],
+            pcr_pid: 0x100,
+        }
+    }
+
     #[test]
     fn packet_blocks_hold_the_same_bytes_as_one_buffer() {
         // The same PES sequence through two muxers: one contiguous buffer, one set of blocks.
         let payload: Vec<u8> = (0..250_000u32).map(|i| (i * 31 % 251) as u8).collect();
         let (mut a, mut b) = (TsMuxer::new(), TsMuxer::new());
         let (mut flat, mut blocks) = (BytesMut::new(), PacketBlocks::default());
-        let tracks = ProgramTracks {
-            video: true,
-            audio: true,
-        };
-        a.write_psi(&mut flat, tracks);
-        b.write_psi(&mut blocks, tracks);
+        a.write_psi(&mut flat, &av());
+        b.write_psi(&mut blocks, &av());
         for (n, size) in [1usize, 183, 184, 185, 65_424, 100_000, 7]
             .into_iter()
             .enumerate()
@@ -480,13 +519,7 @@ mod tests {
     fn psi_sections_have_valid_crc_and_streams() {
         let mut m = TsMuxer::new();
         let mut out = BytesMut::new();
-        m.write_psi(
-            &mut out,
-            ProgramTracks {
-                video: true,
-                audio: true,
-            },
-        );
+        m.write_psi(&mut out, &av());
         let p = packets(&out);
         assert_eq!(p.len(), 2);
         // PAT
@@ -504,13 +537,10 @@ mod tests {
 
         // audio-only: PCR on audio, version bumped, CC continues
         out.clear();
-        m.write_psi(
-            &mut out,
-            ProgramTracks {
-                video: false,
-                audio: true,
-            },
-        );
+        let mut audio_only = av();
+        audio_only.streams.remove(0);
+        audio_only.pcr_pid = 0x101;
+        m.write_psi(&mut out, &audio_only);
         let p = packets(&out);
         assert_eq!(p[0][3], 0x11);
         let pmt = &p[1][5..5 + 3 + 9 + 5 + 4];

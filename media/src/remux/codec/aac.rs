@@ -2,12 +2,16 @@
 //! (ISO/IEC 13818-7 6.2) that MPEG-TS needs in front of every raw frame, because a TS carries no
 //! out-of-band decoder configuration for stream_type 0x0F.
 
-use bytes::{BufMut, BytesMut};
+use std::any::Any;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Codec, MediaKind, TrackConfig, TsMapping};
 use crate::flv::FourCc;
 use crate::remux::bits::BitReader;
 use crate::remux::fmp4::{boxed, full_box};
+use crate::remux::sample::Sample;
+use crate::remux::ts::PesChunk;
 use crate::remux::RemuxError;
 
 /// samplingFrequencyIndex table, ISO/IEC 14496-3 1.6.3.4 (Table 1.18); indexes 13/14 are reserved.
@@ -276,6 +280,7 @@ pub const CODEC: Codec = Codec {
         stream_type: 0x0f,
         stream_id: 0xc0,
     }),
+    parse_config: |data| Ok(Box::new(AudioSpecificConfig::parse(data)?)),
 };
 
 impl TrackConfig for AudioSpecificConfig {
@@ -294,6 +299,38 @@ impl TrackConfig for AudioSpecificConfig {
 
     fn channels(&self) -> u16 {
         u16::from(self.channels)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same_config(&self, other: &dyn TrackConfig) -> bool {
+        other.as_any().downcast_ref::<Self>() == Some(self)
+    }
+
+    fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    fn frame_duration(&self) -> Option<u32> {
+        Some(self.samples_per_frame)
+    }
+
+    /// Every AAC frame is a random access point; one too long for an ADTS header is refused here,
+    /// for both renditions alike. An empty frame has nothing to mux.
+    fn inspect(&self, data: &Bytes, _flv_keyframe: bool) -> Result<Option<bool>, RemuxError> {
+        self.adts_header(data.len())?;
+        Ok((!data.is_empty()).then_some(true))
+    }
+
+    /// The ADTS header, then the raw frame.
+    fn ts_payload(&self, sample: &Sample, out: &mut Vec<PesChunk>) {
+        // `inspect` refused frames too long for ADTS, so the header always exists.
+        if let Ok(header) = self.adts_header(sample.data.len()) {
+            out.push(PesChunk::inline(&header));
+            out.push(PesChunk::Shared(sample.data.clone()));
+        }
     }
 
     /// `mp4a` with its `esds` (ISO/IEC 14496-14 6.7).

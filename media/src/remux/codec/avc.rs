@@ -2,12 +2,16 @@
 //! its length-prefixed NAL units (14496-15 5.3.4.2) to the Annex-B byte stream (ITU-T H.264 Annex B)
 //! that MPEG-TS carries (ISO/IEC 13818-1 2.14).
 
+use std::any::Any;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Codec, MediaKind, TrackConfig, TsMapping};
 use crate::flv::FourCc;
 use crate::remux::fmp4::boxed;
+use crate::remux::sample::Sample;
 use crate::remux::sps;
+use crate::remux::ts::PesChunk;
 use crate::remux::RemuxError;
 
 /// Annex-B start code. The 4-byte form is used everywhere because it is required before parameter sets
@@ -175,6 +179,18 @@ fn split_into(
     length_size: usize,
     out: &mut Vec<Bytes>,
 ) -> Result<AccessUnitKind, RemuxError> {
+    for_each_nalu(data, length_size, |start, end| {
+        out.push(data.slice(start..end))
+    })
+}
+
+/// Walks the length-prefixed NAL units of `data`, calling `f` with the byte range of every one the
+/// TS rendition carries (not AUDs, not empty ones), and says what the access unit holds.
+fn for_each_nalu(
+    data: &[u8],
+    length_size: usize,
+    mut f: impl FnMut(usize, usize),
+) -> Result<AccessUnitKind, RemuxError> {
     if !matches!(length_size, 1 | 2 | 4) {
         return Err(RemuxError::InvalidAvcConfig("NALU length size"));
     }
@@ -210,7 +226,7 @@ fn split_into(
             NAL_PPS => kind.has_pps = true,
             _ => {}
         }
-        out.push(data.slice(start..end));
+        f(start, end);
     }
     Ok(kind)
 }
@@ -225,6 +241,7 @@ pub const CODEC: Codec = Codec {
         stream_type: 0x1b,
         stream_id: 0xe0,
     }),
+    parse_config: |data| Ok(Box::new(AvcDecoderConfig::parse(data)?)),
 };
 
 /// Timescale of an AVC track in MP4: the MPEG 90 kHz clock, so decode times equal the TS rendition's.
@@ -239,6 +256,49 @@ pub fn is_keyframe(flv_keyframe: bool, kind: &AccessUnitKind) -> bool {
 impl TrackConfig for AvcDecoderConfig {
     fn codec(&self) -> &'static Codec {
         &CODEC
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn same_config(&self, other: &dyn TrackConfig) -> bool {
+        other.as_any().downcast_ref::<Self>() == Some(self)
+    }
+
+    /// The NAL unit lengths must tile the access unit; one without NAL units (only AUDs or empty
+    /// ones) has nothing to mux.
+    fn inspect(&self, data: &Bytes, flv_keyframe: bool) -> Result<Option<bool>, RemuxError> {
+        let mut nalus = 0usize;
+        let kind = for_each_nalu(data, usize::from(self.nalu_length_size), |_, _| nalus += 1)?;
+        Ok((nalus > 0).then(|| is_keyframe(flv_keyframe, &kind)))
+    }
+
+    /// Annex-B: an AUD, the parameter sets if a keyframe lacks them (every segment must be decodable
+    /// on its own, and publishers usually send SPS/PPS only once, in the sequence header), then every
+    /// NAL unit behind a start code.
+    fn ts_payload(&self, sample: &Sample, out: &mut Vec<PesChunk>) {
+        let data = &sample.data;
+        out.push(PesChunk::Static(&AUD));
+        let first_nalu = out.len();
+        let kind = for_each_nalu(data, usize::from(self.nalu_length_size), |start, end| {
+            out.push(PesChunk::Static(&START_CODE));
+            out.push(PesChunk::Shared(data.slice(start..end)));
+        });
+        // `inspect` accepted the sample under this configuration, so the walk cannot fail; if it
+        // did, the NAL units before the fault are what there is to carry.
+        let kind = kind.unwrap_or(AccessUnitKind {
+            has_idr: false,
+            has_sps: true,
+            has_pps: true,
+        });
+        if sample.keyframe && !(kind.has_sps && kind.has_pps) {
+            let sets = self
+                .parameter_sets
+                .iter()
+                .flat_map(|set| [PesChunk::Static(&START_CODE), PesChunk::Shared(set.clone())]);
+            out.splice(first_nalu..first_nalu, sets);
+        }
     }
 
     fn codec_string(&self) -> String {
