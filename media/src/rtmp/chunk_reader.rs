@@ -370,6 +370,7 @@ mod tests {
     //! rml_rtmp's serializer writes chunk streams here as an independent client would.
 
     use super::*;
+    use bytes::Bytes;
     use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
     use rml_rtmp::messages::MessagePayload;
     use rml_rtmp::time::RtmpTimestamp;

@@ -18,7 +18,10 @@
 //! - an Acknowledgement carries the total of bytes received (section 5.4.3), not rml_rtmp's count
 //!   since the previous one, and its header is compressed like any other message's;
 //! - AMF0 it could not read (long strings, dates) is read, and malformed AMF0 is a typed error where
-//!   rml_rtmp panicked or overflowed the stack.
+//!   rml_rtmp panicked or overflowed the stack;
+//! - `NetStream.Play.Reset` arrives on the play's message stream: rml_rtmp serialized it after
+//!   `NetStream.Play.Start` but sent it before, so its compressed header made clients read it on
+//!   stream 0 (players act on the code, whatever the stream).
 //!
 //! Pure: no I/O; the clock it reads is only for the timestamps of its own messages (milliseconds since
 //! it started, as rml_rtmp stamped them).
@@ -674,5 +677,524 @@ impl ServerSession {
         Ok(self
             .writer
             .write_full(header, c.payload().as_ref(), &mut self.out)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session driven by real client byte streams, written by rml_rtmp's client-side serializer
+    //! (an independent implementation), and its answers compared, message for message, with what
+    //! rml_rtmp 0.8's own `ServerSession` answers to the same bytes, both read back by rml_rtmp's
+    //! deserializer.
+
+    use super::*;
+    use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+    use rml_rtmp::messages::{MessagePayload, RtmpMessage};
+    use rml_rtmp::rml_amf0::Amf0Value;
+    use rml_rtmp::sessions::{
+        ServerSession as RmlSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+        StreamMetadata,
+    };
+    use rml_rtmp::time::RtmpTimestamp;
+
+    /// A client: rml_rtmp's serializer, one per connection (it compresses headers like a client).
+    struct Client(ChunkSerializer);
+
+    impl Client {
+        fn new() -> Self {
+            Self(ChunkSerializer::new())
+        }
+
+        fn send(&mut self, message: RtmpMessage, stream: u32, ts: u32) -> Vec<u8> {
+            let payload = message
+                .into_message_payload(RtmpTimestamp::new(ts), stream)
+                .expect("payload");
+            self.0
+                .serialize(&payload, false, false)
+                .expect("chunk")
+                .bytes
+        }
+
+        fn command(&mut self, name: &str, txn: f64, args: Vec<Amf0Value>, stream: u32) -> Vec<u8> {
+            self.command_with(name, txn, Amf0Value::Null, args, stream)
+        }
+
+        fn command_with(
+            &mut self,
+            name: &str,
+            txn: f64,
+            object: Amf0Value,
+            args: Vec<Amf0Value>,
+            stream: u32,
+        ) -> Vec<u8> {
+            let message = RtmpMessage::Amf0Command {
+                command_name: name.into(),
+                transaction_id: txn,
+                command_object: object,
+                additional_arguments: args,
+            };
+            self.send(message, stream, 0)
+        }
+
+        fn connect(&mut self, app: &str) -> Vec<u8> {
+            let object = Amf0Value::Object(
+                [
+                    ("app".to_string(), s(app)),
+                    ("tcUrl".to_string(), s(&format!("rtmp://127.0.0.1/{app}"))),
+                    ("flashVer".to_string(), s("FMLE/3.0")),
+                    ("objectEncoding".to_string(), Amf0Value::Number(0.0)),
+                ]
+                .into(),
+            );
+            self.command_with("connect", 1.0, object, vec![], 0)
+        }
+    }
+
+    fn s(v: &str) -> Amf0Value {
+        Amf0Value::Utf8String(v.into())
+    }
+
+    /// The fixture's audio and video tags: (video?, timestamp, body).
+    fn fixture() -> Vec<(bool, u32, Bytes)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip.flv");
+        let flv = std::fs::read(path).expect("fixture");
+        let mut tags = Vec::new();
+        let mut pos = 13;
+        while pos + 11 <= flv.len() {
+            let kind = flv[pos] & 0x1f;
+            let size = u32::from_be_bytes([0, flv[pos + 1], flv[pos + 2], flv[pos + 3]]) as usize;
+            let ts = u32::from_be_bytes([flv[pos + 7], flv[pos + 4], flv[pos + 5], flv[pos + 6]]);
+            let body = Bytes::copy_from_slice(&flv[pos + 11..pos + 11 + size]);
+            if kind == 8 || kind == 9 {
+                tags.push((kind == 9, ts, body));
+            }
+            pos += 11 + size + 4;
+        }
+        tags
+    }
+
+    /// What a publisher like ffmpeg sends: connect, releaseStream, FCPublish, createStream, publish,
+    /// metadata, `tags` media messages, FCUnpublish, deleteStream.
+    fn publisher(tags: usize) -> Vec<Vec<u8>> {
+        let mut c = Client::new();
+        let mut out = vec![c.connect("live")];
+        out.push(c.command("releaseStream", 2.0, vec![s("cam")], 0));
+        out.push(c.command("FCPublish", 3.0, vec![s("cam")], 0));
+        out.push(c.command("createStream", 4.0, vec![], 0));
+        out.push(c.command("publish", 5.0, vec![s("cam"), s("live")], 1));
+        let metadata = RtmpMessage::Amf0Data {
+            values: vec![
+                s("@setDataFrame"),
+                s("onMetaData"),
+                Amf0Value::Object(
+                    [
+                        ("width".to_string(), Amf0Value::Number(320.0)),
+                        ("encoder".to_string(), s("Lavf")),
+                    ]
+                    .into(),
+                ),
+            ],
+        };
+        out.push(c.send(metadata, 1, 0));
+        for (video, ts, data) in fixture().into_iter().take(tags) {
+            let m = if video {
+                RtmpMessage::VideoData { data }
+            } else {
+                RtmpMessage::AudioData { data }
+            };
+            out.push(c.send(m, 1, ts));
+        }
+        out.push(c.command("FCUnpublish", 6.0, vec![s("cam")], 0));
+        out.push(c.command("deleteStream", 7.0, vec![Amf0Value::Number(1.0)], 0));
+        out
+    }
+
+    /// What a player like ffplay sends: connect, createStream, play.
+    fn player(start: f64) -> Vec<Vec<u8>> {
+        let mut c = Client::new();
+        vec![
+            c.connect("live"),
+            c.command("createStream", 2.0, vec![], 0),
+            c.command("getStreamLength", 3.0, vec![s("cam")], 0),
+            c.command("play", 4.0, vec![s("cam"), Amf0Value::Number(start)], 1),
+        ]
+    }
+
+    /// The messages of a server's output as rml_rtmp reads them: (type, message stream, message).
+    fn read(wire: &[u8]) -> Vec<(u8, u32, RtmpMessage)> {
+        let mut de = ChunkDeserializer::new();
+        let mut out = Vec::new();
+        let mut bytes = wire;
+        while let Some(p) = de.get_next_message(bytes).expect("rml reads our output") {
+            bytes = &[];
+            let m = p.to_rtmp_message().expect("a message rml knows");
+            if let RtmpMessage::SetChunkSize { size } = m {
+                de.set_max_chunk_size(size as usize).expect("size");
+            }
+            out.push((p.type_id, p.message_stream_id, m));
+        }
+        out
+    }
+
+    /// How the server under test answers requests.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Accept,
+        Reject,
+    }
+
+    /// Our session over `input`, fed in pieces of `split`: its output, and the events it raised.
+    fn ours(input: &[u8], split: usize, answer: Answer) -> (Vec<u8>, Vec<Event>) {
+        let mut session = ServerSession::new(Config::default()).expect("session");
+        let mut events = Vec::new();
+        for piece in input.chunks(split) {
+            session.push(piece).expect("valid input");
+            while let Some(event) = session.next_event().expect("valid input") {
+                if let Event::ConnectRequested { request, .. }
+                | Event::PublishRequested { request, .. }
+                | Event::PlayRequested { request, .. } = &event
+                {
+                    match answer {
+                        Answer::Accept => session.accept(*request),
+                        Answer::Reject => session.reject(*request, "Test.Refused", "no"),
+                    }
+                    .expect("answered");
+                }
+                events.push(event);
+            }
+        }
+        (session.output().to_vec(), events)
+    }
+
+    /// rml_rtmp 0.8's session over the same input, given one message at a time and answering each
+    /// request before the next (as this server drove it): the session and its output.
+    fn rml(input: &[Vec<u8>], answer: Answer) -> (RmlSession, Vec<u8>) {
+        let (mut session, initial) =
+            RmlSession::new(ServerSessionConfig::new()).expect("rml session");
+        let mut out = Vec::new();
+        answer_all(&mut session, initial, answer, &mut out);
+        for message in input {
+            let results = session.handle_input(message).expect("rml reads it");
+            answer_all(&mut session, results, answer, &mut out);
+        }
+        (session, out)
+    }
+
+    fn theirs(input: &[Vec<u8>], answer: Answer) -> Vec<u8> {
+        rml(input, answer).1
+    }
+
+    fn answer_all(
+        session: &mut RmlSession,
+        results: Vec<ServerSessionResult>,
+        answer: Answer,
+        out: &mut Vec<u8>,
+    ) {
+        let mut queue: std::collections::VecDeque<_> = results.into();
+        while let Some(r) = queue.pop_front() {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => out.extend(p.bytes),
+                ServerSessionResult::RaisedEvent(
+                    ServerSessionEvent::ConnectionRequested { request_id, .. }
+                    | ServerSessionEvent::PublishStreamRequested { request_id, .. }
+                    | ServerSessionEvent::PlayStreamRequested { request_id, .. },
+                ) => queue.extend(
+                    match answer {
+                        Answer::Accept => session.accept_request(request_id),
+                        Answer::Reject => session.reject_request(request_id, "Test.Refused", "no"),
+                    }
+                    .expect("answered"),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    fn same_messages(ours: &[u8], theirs: &[u8]) {
+        let (ours, theirs) = (read(ours), read(theirs));
+        assert_eq!(ours.len(), theirs.len(), "{ours:#?}\n{theirs:#?}");
+        for (o, t) in ours.iter().zip(&theirs) {
+            assert_eq!(o, t);
+        }
+    }
+
+    #[test]
+    fn a_publisher_gets_what_rml_rtmp_answered_and_its_media_arrives_in_any_split() {
+        let messages = publisher(40);
+        let expected = theirs(&messages, Answer::Accept);
+        let input = messages.concat();
+        for split in [1, 7, 1777, input.len()] {
+            let (out, events) = ours(&input, split, Answer::Accept);
+            same_messages(&out, &expected);
+            let media: Vec<_> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Video { timestamp, data } => Some((true, *timestamp, data.clone())),
+                    Event::Audio { timestamp, data } => Some((false, *timestamp, data.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(media, fixture()[..40], "split {split}");
+            let Some(Event::ConnectRequested { connect, .. }) = events.first() else {
+                panic!("connect first: {events:?}");
+            };
+            assert_eq!(connect.app, "live");
+            assert_eq!(connect.tc_url.as_deref(), Some("rtmp://127.0.0.1/live"));
+            assert_eq!(connect.flash_ver.as_deref(), Some("FMLE/3.0"));
+            let names: Vec<_> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Command(c) => Some(c.name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(names, ["releaseStream", "FCPublish", "FCUnpublish"]);
+            assert!(events.contains(&Event::Metadata(Metadata {
+                video_width: Some(320),
+                encoder: Some("Lavf".into()),
+                ..Metadata::default()
+            })));
+            assert_eq!(
+                events.last(),
+                Some(&Event::PublishFinished { stream_id: 1 })
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_and_bad_arguments_are_answered_as_rml_rtmp_answered() {
+        for messages in [publisher(2), player(-2000.0)] {
+            let input = messages.concat();
+            same_messages(
+                &ours(&input, input.len(), Answer::Reject).0,
+                &theirs(&messages, Answer::Reject),
+            );
+        }
+        let mut c = Client::new();
+        let mut input = vec![
+            c.command("publish", 2.0, vec![s("cam"), s("live")], 1),
+            c.command("play", 3.0, vec![s("cam")], 1),
+            c.connect("live"),
+            c.command("createStream", 4.0, vec![], 0),
+            c.command("publish", 5.0, vec![s("cam")], 1),
+            c.command("publish", 6.0, vec![Amf0Value::Null, s("live")], 1),
+            c.command("publish", 7.0, vec![s("cam"), s("later")], 1),
+            c.command("play", 8.0, vec![], 1),
+            c.command("play", 9.0, vec![Amf0Value::Number(1.0)], 1),
+        ];
+        let ping = RtmpMessage::UserControl {
+            event_type: rml_rtmp::messages::UserControlEventType::PingRequest,
+            stream_id: None,
+            buffer_length: None,
+            timestamp: Some(RtmpTimestamp::new(1234)),
+        };
+        input.push(c.send(ping, 0, 0));
+        let (out, _) = ours(&input.concat(), 5, Answer::Accept);
+        same_messages(&out, &theirs(&input, Answer::Accept));
+    }
+
+    #[test]
+    fn a_player_gets_what_rml_rtmp_sent_it() {
+        let messages = player(-2000.0);
+        let input = messages.concat();
+        let (mut session, mut expected) = rml(&messages, Answer::Accept);
+        let mut meta = StreamMetadata::new();
+        meta.video_width = Some(640);
+        meta.video_frame_rate = Some(30.0);
+        meta.audio_is_stereo = Some(true);
+        meta.encoder = Some("obs".into());
+        let metadata = Metadata {
+            video_width: Some(640),
+            video_frame_rate: Some(30.0),
+            audio_is_stereo: Some(true),
+            encoder: Some("obs".into()),
+            ..Metadata::default()
+        };
+        let send = session.send_metadata(1, &meta).expect("metadata");
+        expected.extend(send.bytes);
+        for (video, ts, data) in fixture().into_iter().take(30) {
+            let p = if video {
+                session.send_video_data(1, data, RtmpTimestamp::new(ts), false)
+            } else {
+                session.send_audio_data(1, data, RtmpTimestamp::new(ts), false)
+            };
+            expected.extend(p.expect("media").bytes);
+        }
+        expected.extend(session.finish_playing(1).expect("finish").bytes);
+
+        let (_, events) = ours(&input, input.len(), Answer::Accept);
+        let Some(Event::PlayRequested { play, stream_id, .. }) = events
+            .iter()
+            .find(|e| matches!(e, Event::PlayRequested { .. }))
+        else {
+            panic!("play requested: {events:?}");
+        };
+        assert_eq!(*stream_id, 1);
+        assert_eq!(play.name, "cam");
+        assert_eq!(play.start, command::PlayStart::LiveOrRecorded);
+        let mut ours = ServerSession::new(Config::default()).expect("session");
+        ours.push(&input).expect("valid");
+        while let Some(e) = ours.next_event().expect("valid") {
+            if let Event::ConnectRequested { request, .. } | Event::PlayRequested { request, .. } = e
+            {
+                ours.accept(request).expect("accepted");
+            }
+        }
+        ours.send_metadata(1, &metadata).expect("metadata");
+        for (video, ts, data) in fixture().into_iter().take(30) {
+            if video {
+                ours.send_video(1, ts, &data).expect("video");
+            } else {
+                ours.send_audio(1, ts, &data).expect("audio");
+            }
+        }
+        ours.finish_playing(1).expect("finish");
+        assert!(ours.finish_playing(1).is_err(), "finished once");
+        // The one difference, a fix: rml_rtmp serialized NetStream.Play.Reset after NetStream.Play.Start
+        // but sent it before, so its compressed header made clients read it on stream 0.
+        let (ours, mut theirs) = (read(ours.output()), read(&expected));
+        let reset = |m: &RtmpMessage| matches!(m, RtmpMessage::Amf0Command { additional_arguments, .. }
+            if additional_arguments.first().and_then(|a| a.clone().get_object_properties())
+                .and_then(|p| p.get("code").cloned()) == Some(s("NetStream.Play.Reset")));
+        let at = theirs
+            .iter()
+            .position(|(_, _, m)| reset(m))
+            .expect("a reset");
+        assert_eq!((theirs[at].1, ours[at].1), (0, 1));
+        assert!(reset(&ours[at].2));
+        theirs[at].1 = 1;
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn acknowledgements_carry_the_total_once_per_window() {
+        let mut session = ServerSession::new(Config::default()).expect("session");
+        let mut c = Client::new();
+        let unknown = |c: &mut Client| {
+            c.send(
+                RtmpMessage::Unknown {
+                    type_id: 0x30,
+                    data: Bytes::from(vec![0; 100]),
+                },
+                0,
+                0,
+            )
+        };
+        // Before the client announced its window: nothing acknowledged.
+        let mut total = 0;
+        let mut expected = Vec::new();
+        let mut feed = |session: &mut ServerSession, bytes: Vec<u8>| {
+            total += bytes.len() as u32;
+            session.push(&bytes).expect("valid");
+            while session.next_event().expect("valid").is_some() {}
+            total
+        };
+        for _ in 0..30 {
+            feed(&mut session, unknown(&mut c));
+        }
+        // The window counts from the next read (as before: bytes are counted as they are read, before
+        // the messages in them); the first acknowledgement then carries everything so far.
+        let window = c.send(RtmpMessage::WindowAcknowledgement { size: 300 }, 0, 0);
+        feed(&mut session, window);
+        let mut acked: Option<u32> = None;
+        for _ in 0..10 {
+            let now = feed(&mut session, unknown(&mut c));
+            if acked.is_none_or(|a| now - a >= 300) {
+                expected.push(now);
+                acked = Some(now);
+            }
+        }
+        let acks: Vec<u32> = read(session.output())
+            .into_iter()
+            .filter_map(|(_, stream, m)| match m {
+                RtmpMessage::Acknowledgement { sequence_number } => {
+                    assert_eq!(stream, 0);
+                    Some(sequence_number)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(acks.len() >= 3, "{acks:?}");
+        assert_eq!(acks, expected);
+    }
+
+    #[test]
+    fn the_fuzz_corpus_publish_reaches_media() {
+        let seed = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz/corpus/rtmp_session/publish-12-tags"),
+        )
+        .expect("corpus");
+        // A mode byte, then what the client sends after the handshake.
+        let (_, events) = ours(&seed[1..], 333, Answer::Accept);
+        let media = events
+            .iter()
+            .filter(|e| matches!(e, Event::Video { .. } | Event::Audio { .. }))
+            .count();
+        assert_eq!(media, 12);
+    }
+
+    #[test]
+    fn hostile_commands_end_the_session_with_a_typed_error() {
+        let mut deep = vec![2, 0, 1, b'x', 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        for _ in 0..100_000 {
+            deep.extend_from_slice(&[10, 0, 0, 0, 1]);
+        }
+        for (body, text) in [
+            (
+                vec![2, 0, 1, b'x'],
+                "RTMP protocol error: malformed AMF0 command: fewer than three values",
+            ),
+            (
+                deep,
+                "RTMP protocol error: malformed AMF0 command: objects nested too deeply",
+            ),
+            (
+                vec![2, 0, 3, b'a', 0xff, 0xfe],
+                "RTMP protocol error: malformed AMF0 command: string is not UTF-8",
+            ),
+        ] {
+            let mut session = ServerSession::new(Config::default()).expect("session");
+            let mut sc = ChunkSerializer::new();
+            let mut wire = sc
+                .set_max_chunk_size(1 << 20, RtmpTimestamp::new(0))
+                .expect("size")
+                .bytes;
+            let data = Bytes::from(body);
+            wire.extend(
+                sc.serialize(
+                    &MessagePayload {
+                        timestamp: RtmpTimestamp::new(0),
+                        type_id: kind::AMF0_COMMAND,
+                        message_stream_id: 0,
+                        data,
+                    },
+                    false,
+                    false,
+                )
+                .expect("chunk")
+                .bytes,
+            );
+            session.push(&wire).expect("chunks are fine");
+            let e = session.next_event().expect_err("refused");
+            assert!(e.to_string().starts_with(text), "{e}");
+        }
+        // A malformed data message is dropped, not fatal.
+        let mut session = ServerSession::new(Config::default()).expect("session");
+        let bad = Client::new().send(
+            RtmpMessage::Unknown {
+                type_id: kind::AMF0_DATA,
+                data: Bytes::from_static(&[2, 0, 9]),
+            },
+            0,
+            0,
+        );
+        session.push(&bad).expect("valid");
+        assert_eq!(
+            session.next_event(),
+            Ok(Some(Event::MalformedData {
+                type_id: kind::AMF0_DATA
+            }))
+        );
     }
 }
