@@ -273,7 +273,9 @@ fn close(open: Option<Open>) -> Value {
 fn attach(stack: &mut [Open], values: &mut Vec<Value>, value: Value) {
     match stack.last_mut() {
         None => values.push(value),
-        Some(Open::Object { props, key, .. }) => props.push((key.take().unwrap_or_default(), value)),
+        Some(Open::Object { props, key, .. }) => {
+            props.push((key.take().unwrap_or_default(), value))
+        }
         Some(Open::Array { items, .. }) => items.push(value),
     }
 }

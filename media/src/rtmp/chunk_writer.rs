@@ -100,7 +100,12 @@ impl ChunkWriter {
 
     /// Appends the chunks of one message to `out`, its header compressed against the previous one on
     /// its chunk stream.
-    pub fn write(&mut self, header: Header, data: &[u8], out: &mut Vec<u8>) -> Result<(), WriteError> {
+    pub fn write(
+        &mut self,
+        header: Header,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), WriteError> {
         self.write_with(header, data, false, out)
     }
 
@@ -116,7 +121,11 @@ impl ChunkWriter {
     }
 
     /// Appends `message`; see [`ChunkWriter::write`].
-    pub fn write_message(&mut self, message: &Message, out: &mut Vec<u8>) -> Result<(), WriteError> {
+    pub fn write_message(
+        &mut self,
+        message: &Message,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WriteError> {
         let header = Header {
             timestamp: message.timestamp,
             type_id: message.type_id,

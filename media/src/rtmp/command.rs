@@ -640,18 +640,12 @@ mod tests {
                 kind: PublishType::Record
             })
         );
-        assert_eq!(
-            publish(vec![s("cam")]),
-            Err(BadArguments::TooFew)
-        );
+        assert_eq!(publish(vec![s("cam")]), Err(BadArguments::TooFew));
         assert_eq!(
             publish(vec![Amf0Value::Number(1.0), s("live")]),
             Err(BadArguments::Invalid)
         );
-        assert_eq!(
-            publish(vec![s("cam"), s("later")]),
-            Err(BadArguments::Mode)
-        );
+        assert_eq!(publish(vec![s("cam"), s("later")]), Err(BadArguments::Mode));
         let play = |args| match Command::read(20, &theirs("play", Amf0Value::Null, args)) {
             Ok(Command::Play { request, .. }) => request,
             other => panic!("{other:?}"),
@@ -706,7 +700,11 @@ mod tests {
         assert_eq!((c.name.as_str(), c.transaction), ("FCPublish", 4.0));
         // The AMF3 form: a leading 0, then AMF0.
         let mut amf3 = vec![0];
-        amf3.extend(theirs("deleteStream", Amf0Value::Null, vec![Amf0Value::Number(1.0)]));
+        amf3.extend(theirs(
+            "deleteStream",
+            Amf0Value::Null,
+            vec![Amf0Value::Number(1.0)],
+        ));
         assert_eq!(Command::read(17, &amf3), Ok(Command::DeleteStream(Some(1))));
         assert_eq!(
             Command::read(20, &[2, 0, 1, b'x']),
@@ -721,7 +719,10 @@ mod tests {
             deep.extend_from_slice(&[10, 0, 0, 0, 1]);
         }
         let e = Command::read(20, &deep).expect_err("too deep");
-        assert_eq!(e.to_string(), "malformed AMF0 command: objects nested too deeply");
+        assert_eq!(
+            e.to_string(),
+            "malformed AMF0 command: objects nested too deeply"
+        );
     }
 
     #[test]

@@ -343,7 +343,10 @@ impl ServerSession {
                 let description = format!("Successfully started publishing on stream key {name}");
                 self.set_stream(stream_id, "publish", Stream::Publishing(name))?;
                 self.publishing = Some(stream_id);
-                self.control_on(stream_id, Control::User(UserControl::StreamBegin(stream_id)))?;
+                self.control_on(
+                    stream_id,
+                    Control::User(UserControl::StreamBegin(stream_id)),
+                )?;
                 let start = command::on_status("status", "NetStream.Publish.Start", &description);
                 self.command(stream_id, &start)
             }
@@ -352,7 +355,10 @@ impl ServerSession {
                 self.set_stream(stream_id, "play", Stream::Playing(name))?;
                 let reset = command::on_status("status", "NetStream.Play.Reset", "Reset stream");
                 self.command(stream_id, &reset)?;
-                self.control_on(stream_id, Control::User(UserControl::StreamBegin(stream_id)))?;
+                self.control_on(
+                    stream_id,
+                    Control::User(UserControl::StreamBegin(stream_id)),
+                )?;
                 let start = command::on_status("status", "NetStream.Play.Start", &description);
                 self.command(stream_id, &start)?;
                 let access = [
@@ -384,7 +390,9 @@ impl ServerSession {
             .ok_or(SessionError::NoSuchRequest(request))?
         {
             Pending::Connect(c) => (c.transaction, 0),
-            Pending::Publish { stream_id, .. } | Pending::Play { stream_id, .. } => (0.0, stream_id),
+            Pending::Publish { stream_id, .. } | Pending::Play { stream_id, .. } => {
+                (0.0, stream_id)
+            }
         };
         self.command(stream_id, &command::error(transaction, code, description))
     }
@@ -490,7 +498,10 @@ impl ServerSession {
                 Data::Malformed => Some(Event::MalformedData { type_id: m.type_id }),
                 Data::SetDataFrame(metadata)
                     if self.connected.is_some()
-                        && matches!(self.streams.get(&m.stream_id), Some(Stream::Publishing(_))) =>
+                        && matches!(
+                            self.streams.get(&m.stream_id),
+                            Some(Stream::Publishing(_))
+                        ) =>
                 {
                     Some(Event::Metadata(metadata))
                 }
@@ -535,13 +546,18 @@ impl ServerSession {
                         return self.command(stream_id, &e).map(|()| None);
                     }
                     (_, false) => {
-                        let e = command::error(transaction, CODE, "Can't publish before connecting");
+                        let e =
+                            command::error(transaction, CODE, "Can't publish before connecting");
                         return self.command(stream_id, &e).map(|()| None);
                     }
                     (Err(BadArguments::Mode), true) => {
                         // Level `error`, not `_error`: rml_rtmp wrote this one apart.
                         let e = RawCommand {
-                            args: vec![command::status("error", CODE, "Invalid publish mode given")],
+                            args: vec![command::status(
+                                "error",
+                                CODE,
+                                "Invalid publish mode given",
+                            )],
                             ..command::error(transaction, CODE, "")
                         };
                         return self.command(stream_id, &e).map(|()| None);
@@ -1023,7 +1039,9 @@ mod tests {
         expected.extend(session.finish_playing(1).expect("finish").bytes);
 
         let (_, events) = ours(&input, input.len(), Answer::Accept);
-        let Some(Event::PlayRequested { play, stream_id, .. }) = events
+        let Some(Event::PlayRequested {
+            play, stream_id, ..
+        }) = events
             .iter()
             .find(|e| matches!(e, Event::PlayRequested { .. }))
         else {
@@ -1035,7 +1053,8 @@ mod tests {
         let mut ours = ServerSession::new(Config::default()).expect("session");
         ours.push(&input).expect("valid");
         while let Some(e) = ours.next_event().expect("valid") {
-            if let Event::ConnectRequested { request, .. } | Event::PlayRequested { request, .. } = e
+            if let Event::ConnectRequested { request, .. } | Event::PlayRequested { request, .. } =
+                e
             {
                 ours.accept(request).expect("accepted");
             }
@@ -1053,9 +1072,11 @@ mod tests {
         // The one difference, a fix: rml_rtmp serialized NetStream.Play.Reset after NetStream.Play.Start
         // but sent it before, so its compressed header made clients read it on stream 0.
         let (ours, mut theirs) = (read(ours.output()), read(&expected));
-        let reset = |m: &RtmpMessage| matches!(m, RtmpMessage::Amf0Command { additional_arguments, .. }
+        let reset = |m: &RtmpMessage| {
+            matches!(m, RtmpMessage::Amf0Command { additional_arguments, .. }
             if additional_arguments.first().and_then(|a| a.clone().get_object_properties())
-                .and_then(|p| p.get("code").cloned()) == Some(s("NetStream.Play.Reset")));
+                .and_then(|p| p.get("code").cloned()) == Some(s("NetStream.Play.Reset")))
+        };
         let at = theirs
             .iter()
             .position(|(_, _, m)| reset(m))

@@ -282,7 +282,11 @@ impl Connection {
             .await
     }
 
-    async fn event(&mut self, session: &mut ServerSession, event: Event) -> Result<(), SessionError> {
+    async fn event(
+        &mut self,
+        session: &mut ServerSession,
+        event: Event,
+    ) -> Result<(), SessionError> {
         match event {
             // The media path first: one per audio or video message of the broadcast.
             Event::Video { timestamp, data } => self.media(kind::VIDEO, timestamp, data)?,
@@ -303,7 +307,10 @@ impl Connection {
                     session.reject(
                         request,
                         "NetConnection.Connect.Rejected",
-                        &format!("unknown application `{}`; use `{}`", connect.app, self.ctx.app),
+                        &format!(
+                            "unknown application `{}`; use `{}`",
+                            connect.app, self.ctx.app
+                        ),
                     )?;
                 }
             }
@@ -503,7 +510,11 @@ impl Connection {
     }
 
     /// Writes `first` and whatever else is already queued (bounded) for the player.
-    fn play_frames(&mut self, session: &mut ServerSession, first: Frame) -> Result<(), SessionError> {
+    fn play_frames(
+        &mut self,
+        session: &mut ServerSession,
+        first: Frame,
+    ) -> Result<(), SessionError> {
         let Some(Active::Playing { stream_id, .. }) = &self.active else {
             return Ok(());
         };
@@ -517,7 +528,9 @@ impl Connection {
                     self.last_timestamp = timestamp;
                     session.send_video(stream_id, timestamp, &data)?;
                 }
-                Frame::Audio { timestamp, data } => session.send_audio(stream_id, timestamp, &data)?,
+                Frame::Audio { timestamp, data } => {
+                    session.send_audio(stream_id, timestamp, &data)?
+                }
             }
             n += 1;
             if n < PLAYER_BATCH {
