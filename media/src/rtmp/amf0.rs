@@ -209,7 +209,8 @@ pub fn read_all(data: &[u8]) -> Result<Vec<Value>, Amf0Error> {
         };
         let value = match marker {
             marker::NUMBER => Value::Number(r.f64()?),
-            marker::BOOLEAN => Value::Boolean(r.u8()? != 0),
+            // Only 1 is true, as rml_amf0 read it (the spec says any non-zero; encoders write 1).
+            marker::BOOLEAN => Value::Boolean(r.u8()? == 1),
             marker::STRING => {
                 let len = usize::from(r.u16()?);
                 Value::String(r.utf8(len)?)

@@ -18,7 +18,8 @@
 //! - an Acknowledgement carries the total of bytes received (section 5.4.3), not rml_rtmp's count
 //!   since the previous one, and its header is compressed like any other message's;
 //! - AMF0 it could not read (long strings, dates) is read, and malformed AMF0 is a typed error where
-//!   rml_rtmp panicked or overflowed the stack;
+//!   rml_rtmp panicked or overflowed the stack, or read past the end of a truncated string (padding
+//!   it with zeros);
 //! - `NetStream.Play.Reset` arrives on the play's message stream: rml_rtmp serialized it after
 //!   `NetStream.Play.Start` but sent it before, so its compressed header made clients read it on
 //!   stream 0 (players act on the code, whatever the stream).
