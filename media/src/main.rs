@@ -10,7 +10,7 @@ mod metrics;
 mod producer;
 mod record;
 mod registry;
-mod rtmp;
+mod rtmp_server;
 mod shutdown;
 
 use std::sync::Arc;
@@ -53,7 +53,7 @@ fn main() -> std::process::ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    let rtmp_listener = rtmp::bind(config.rtmp_listen).await?;
+    let rtmp_listener = rtmp_server::bind(config.rtmp_listen).await?;
     let http_listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| {
@@ -99,7 +99,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         record_stats.clone(),
         hooks.clone(),
     );
-    let ctx = Arc::new(rtmp::ServerContext {
+    let ctx = Arc::new(rtmp_server::ServerContext {
         counters: counters.clone(),
         hooks: hooks.clone(),
         update_interval: config.update_interval,
@@ -151,7 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         std::process::exit(130);
     });
 
-    rtmp::serve(
+    rtmp_server::serve(
         rtmp_listener,
         ctx.clone(),
         config.max_connections,

@@ -1,7 +1,8 @@
 //! Fuzz targets for every parser in media that reads bytes from the outside, run by the stable-toolchain
 //! harness `common::fuzz` (cargo-fuzz needs nightly): FLV tags, the AVC decoder configuration record,
 //! the AAC AudioSpecificConfig, the NALU splitter, and the whole RTMP session input path in memory
-//! (handshake -> chunk reassembly -> AMF screen -> rml_rtmp's server session -> segmenter).
+//! (handshake -> the library's RTMP server session: chunk reader, control messages, AMF0, commands ->
+//! segmenter).
 //!
 //! Seeds live in `fuzz/corpus/<target>/` (made from the fixture by `write_seed_corpus`, ignored).
 //! Each target runs 8 s by default; `FUZZ_SECONDS=600 cargo test -p media --test fuzz` runs longer.
@@ -18,14 +19,13 @@ use media::remux::aac::AudioSpecificConfig;
 use media::remux::avc::{split_nalus, AvcDecoderConfig};
 use media::remux::flv::{parse_audio_tag, parse_video_tag};
 use media::remux::{Segmenter, SegmenterConfig};
-use media::rtmp_chunks::{self, Dechunker, MAX_MESSAGE_BYTES};
+use media::rtmp::handshake::{Handshake, Progress};
+use media::rtmp::session::Config;
+use media::rtmp::{ChunkReader, Event, ServerSession, MAX_MESSAGE_BYTES};
+// rml_rtmp's client side writes the seed, as an independent client would.
 use rml_rtmp::chunk_io::ChunkSerializer;
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::rml_amf0::Amf0Value;
-use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
-};
 use rml_rtmp::time::RtmpTimestamp;
 
 fn corpus() -> PathBuf {
@@ -125,9 +125,10 @@ fn handshake_bytes() -> Vec<u8> {
     out
 }
 
-/// The RTMP session input path, in memory: what `media/src/rtmp/session.rs` does with socket bytes.
-/// Input: a mode byte, then client bytes. Mode even: the bytes follow a valid handshake, so mutations
-/// spend their time in the chunk stream and session; odd: the bytes include the handshake.
+/// The RTMP session input path, in memory: what `media/src/rtmp_server/connection.rs` does with socket
+/// bytes, on the library's real state machine. Input: a mode byte, then client bytes. Mode even: the
+/// bytes follow a valid handshake, so mutations spend their time in the chunk stream and session; odd:
+/// the bytes include the handshake.
 fn rtmp_session(input: &[u8]) -> usize {
     let Some((&mode, rest)) = input.split_first() else {
         return 0;
@@ -137,62 +138,52 @@ fn rtmp_session(input: &[u8]) -> usize {
     } else {
         rest.to_vec()
     };
-    let mut hs = Handshake::new(PeerType::Server);
-    let remaining = match hs.process_bytes(&bytes) {
-        Ok(HandshakeProcessResult::Completed {
-            remaining_bytes, ..
-        }) => remaining_bytes,
+    let remaining = match Handshake::new().push(&bytes) {
+        Ok(Progress::Done { remaining, .. }) => remaining,
         _ => return 0,
     };
-    let (mut session, _) = ServerSession::new(ServerSessionConfig::new()).unwrap();
-    session.handle_input(&rtmp_chunks::preamble()).unwrap();
-    let mut dechunker = Dechunker::new();
+    let mut session = ServerSession::new(Config::default()).unwrap();
+    let mut client = ChunkReader::new();
     let mut segmenter = Segmenter::new(SegmenterConfig::default());
     let mut media = 0;
-    let mut wire = Vec::new();
     // Feed in uneven pieces, as reads off a socket would come.
     let split = 1 + remaining.first().copied().unwrap_or(0) as usize * 7;
     for piece in remaining.chunks(split) {
-        let Ok(messages) = dechunker.push(piece) else {
+        if session.push(piece).is_err() {
             return media;
-        };
-        assert!(dechunker.buffered() <= 2 * MAX_MESSAGE_BYTES + split + 64);
-        for m in messages {
-            match rtmp_chunks::screen(&m) {
+        }
+        loop {
+            let event = match session.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
                 Err(_) => return media,
-                Ok(false) => continue,
-                Ok(true) => {}
-            }
-            wire.clear();
-            rtmp_chunks::canonical(&m, &mut wire);
-            let Ok(results) = session.handle_input(&wire) else {
-                return media;
             };
-            for r in results {
-                let ServerSessionResult::RaisedEvent(event) = r else {
-                    continue;
-                };
-                match event {
-                    ServerSessionEvent::ConnectionRequested { request_id, .. }
-                    | ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
-                        let _ = session.accept_request(request_id);
-                    }
-                    ServerSessionEvent::VideoDataReceived {
-                        data, timestamp, ..
-                    } => {
-                        media += 1;
-                        let _ = segmenter.push_video(timestamp.value, data);
-                    }
-                    ServerSessionEvent::AudioDataReceived {
-                        data, timestamp, ..
-                    } => {
-                        media += 1;
-                        let _ = segmenter.push_audio(timestamp.value, data);
-                    }
-                    _ => {}
+            // Invariant after every step: what a peer can make us hold is bounded.
+            assert!(session.buffered() <= 2 * MAX_MESSAGE_BYTES + split + 64);
+            let answered = match event {
+                Event::ConnectRequested { request, .. }
+                | Event::PublishRequested { request, .. }
+                | Event::PlayRequested { request, .. } => session.accept(request),
+                Event::Video { timestamp, data } => {
+                    media += 1;
+                    let _ = segmenter.push_video(timestamp, data);
+                    Ok(())
                 }
+                Event::Audio { timestamp, data } => {
+                    media += 1;
+                    let _ = segmenter.push_audio(timestamp, data);
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            // A publish or play on a stream never created is refused by `accept`, as by rml_rtmp.
+            if answered.is_err() {
+                return media;
             }
         }
+        // What we answer is a valid chunk stream, whatever the input.
+        assert!(client.push(session.output()).is_ok());
+        session.clear_output();
     }
     let _ = segmenter.finish();
     media

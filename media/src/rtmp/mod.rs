@@ -1,177 +1,72 @@
-//! The RTMP server: accepts connections (bounded), and runs each in its own task with its own span.
+//! The RTMP protocol, server side, I/O-free: bytes in, events and bytes out (Adobe RTMP specification
+//! 1.0; AMF0 specification; Enhanced RTMP v2 for what `connect` may carry).
 //!
-//! Two bounds, both `--max-connections`: connections still in the handshake, and sessions past it.
-//! A client that connects and sends nothing (slowloris) only holds a handshake place, and when those
-//! are all taken the oldest is closed to make room, so idle sockets cannot lock publishers out; they
-//! also expire after `--handshake-timeout-seconds`.
+//! Layered as the specification is:
+//!
+//! - [`handshake`]: C0/C1/C2 against S0/S1/S2 (on rml_rtmp, the one thing it is still used for);
+//! - [`chunk_reader`] and [`chunk_writer`]: the chunk stream (section 5.3) to and from [`Message`]s;
+//! - [`control`]: protocol control and user control messages (sections 5.4, 6.2), typed;
+//! - [`amf0`]: the bounded AMF0 reader and writer commands and data are made of;
+//! - [`command`]: typed commands (`connect`, `createStream`, `publish`, `play`, ...), the answers the
+//!   server writes, and `@setDataFrame`/`onMetaData`;
+//! - [`aggregate`]: aggregate messages split into their audio and video;
+//! - [`session`]: the server session state machine driving them all, which the binary's connection
+//!   task feeds with socket bytes and asks to accept or refuse what clients request.
 
-mod aggregate;
-mod commands;
-mod connect;
-mod handshake;
-mod outcome;
-mod pacing;
-mod session;
+pub mod aggregate;
+pub mod amf0;
+pub mod chunk_reader;
+pub mod chunk_writer;
+pub mod command;
+pub mod control;
+pub mod handshake;
+pub mod session;
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use bytes::Bytes;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn, Instrument};
+pub use chunk_reader::{ChunkError, ChunkReader, MAX_MESSAGE_BYTES};
+pub use chunk_writer::ChunkWriter;
+pub use session::{Event, ServerSession, SessionError};
 
-use crate::hooks::Hooks;
-use crate::producer::ProducerHandle;
-use crate::registry::Registry;
-
-/// What every session needs.
-pub struct ServerContext {
-    /// RTMP application name publishers must use.
-    pub app: String,
-    /// Target segment duration.
-    pub segment: Duration,
-    /// Part target of the low-latency rendition; `None` turns it off.
-    pub part_target: Option<Duration>,
-    pub handshake_timeout: Duration,
-    pub idle_timeout: Duration,
-    /// Period of the shared clock publishers' sockets are read on; `None` reads at once.
-    pub publish_read_interval: Option<Duration>,
-    pub registry: Registry,
-    pub producer: ProducerHandle,
-    /// Manager hooks (nginx-rtmp compatible).
-    pub hooks: Hooks,
-    /// Period of `on_update` calls.
-    pub update_interval: Duration,
-    /// Source of nginx-rtmp's `clientid` field.
-    pub next_client_id: AtomicU64,
-    /// Connection counters for /metrics.
-    pub counters: Arc<crate::metrics::RtmpCounters>,
-    /// Records broadcasts: all with `--record all`, and those the manager's `X-Record: on` asks for.
-    pub recorder: crate::record::Recorder,
-    /// `--record all`.
-    pub record_all: bool,
+/// One RTMP message (section 6.1): what chunks reassemble into, and what the writer chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Timestamp in milliseconds (32 bits, wrapping).
+    pub timestamp: u32,
+    /// Message type id (the constants in [`kind`]).
+    pub type_id: u8,
+    /// Message stream id.
+    pub stream_id: u32,
+    /// The payload; for media a slice of the read buffer, not a copy.
+    pub data: Bytes,
 }
 
-/// Accepts RTMP connections until `cancel` fires, then waits (bounded) for the sessions to wind down so
-/// their broadcasts end properly.
-pub async fn serve(
-    listener: TcpListener,
-    ctx: Arc<ServerContext>,
-    max_connections: usize,
-    cancel: CancellationToken,
-) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let pending = Arc::new(Handshaking::new(max_connections));
-    let tracker = TaskTracker::new();
-    loop {
-        let (mut socket, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Running out of file descriptors must not end the server; back off briefly.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        ctx.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
-        let _ = socket.set_nodelay(true);
-        let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty);
-        let (id, evicted) = pending.add();
-        let (ctx, slots, pending) = (ctx.clone(), slots.clone(), pending.clone());
-        let cancel = cancel.child_token();
-        tracker.spawn(
-            async move {
-                let timeout = ctx.handshake_timeout;
-                let result = tokio::select! {
-                    _ = cancel.cancelled() => None,
-                    _ = evicted.cancelled() => {
-                        info!(%peer, "connection closed: handshake not finished and every handshake place is taken");
-                        None
-                    }
-                    r = handshake::run(&mut socket, timeout) => Some(r),
-                };
-                pending.remove(id);
-                match result {
-                    Some(Ok(remaining)) => match slots.try_acquire_owned() {
-                        Ok(permit) => {
-                            session::run(socket, peer, remaining, ctx.clone(), cancel).await;
-                            drop(permit);
-                        }
-                        Err(_) => {
-                            ctx.counters.refused.fetch_add(1, Ordering::Relaxed);
-                            warn!(%peer, max_connections, "connection refused: too many connections");
-                        }
-                    },
-                    Some(Err(e @ handshake::HandshakeFailure::Invalid(_))) => {
-                        warn!(%peer, "connection closed: {e}")
-                    }
-                    Some(Err(e)) => info!(%peer, "connection closed: {e}"),
-                    None => {}
-                }
-                ctx.counters.connections.fetch_sub(1, Ordering::Relaxed);
-            }
-            .instrument(span),
-        );
-    }
-    info!(
-        sessions = tracker.len(),
-        "rtmp server stopping; ending sessions"
-    );
-    crate::shutdown::drain(&tracker, Duration::from_secs(10), "RTMP sessions").await;
-}
-
-/// Binds the RTMP listener, with an error that says what to do.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context;
-    TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen for RTMP on {addr} (is another server using the port? set --rtmp-listen)")
-    })
-}
-
-/// Connections still in the handshake, oldest first, each with the token that closes it.
-struct Handshaking {
-    max: usize,
-    inner: Mutex<(u64, VecDeque<(u64, CancellationToken)>)>,
-}
-
-impl Handshaking {
-    fn new(max: usize) -> Self {
-        Self {
-            max: max.max(1),
-            inner: Mutex::new((0, VecDeque::new())),
-        }
-    }
-
-    /// Registers a new connection, closing the oldest one still handshaking if all places are taken.
-    fn add(&self) -> (u64, CancellationToken) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (next, queue) = &mut *inner;
-        if queue.len() >= self.max {
-            if let Some((_, oldest)) = queue.pop_front() {
-                oldest.cancel();
-            }
-        }
-        let id = *next;
-        *next += 1;
-        let token = CancellationToken::new();
-        queue.push_back((id, token.clone()));
-        (id, token)
-    }
-
-    fn remove(&self, id: u64) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // Handshakes end roughly in arrival order, so the entry is near the front.
-        if let Some(i) = inner.1.iter().position(|(i, _)| *i == id) {
-            inner.1.remove(i);
-        }
-    }
+/// Message type ids (sections 5.4, 6.2, 7.1).
+pub mod kind {
+    /// Set Chunk Size.
+    pub const SET_CHUNK_SIZE: u8 = 1;
+    /// Abort Message.
+    pub const ABORT: u8 = 2;
+    /// Acknowledgement.
+    pub const ACKNOWLEDGEMENT: u8 = 3;
+    /// User Control Message.
+    pub const USER_CONTROL: u8 = 4;
+    /// Window Acknowledgement Size.
+    pub const WINDOW_ACK_SIZE: u8 = 5;
+    /// Set Peer Bandwidth.
+    pub const SET_PEER_BANDWIDTH: u8 = 6;
+    /// Audio.
+    pub const AUDIO: u8 = 8;
+    /// Video.
+    pub const VIDEO: u8 = 9;
+    /// Data, AMF3 flavour (clients send AMF0 in it; read as AMF0, as rml_rtmp did).
+    pub const AMF3_DATA: u8 = 15;
+    /// Command, AMF3 flavour: a 0 byte, then AMF0 (read as such, as rml_rtmp did).
+    pub const AMF3_COMMAND: u8 = 17;
+    /// Data (AMF0): `@setDataFrame`, `onMetaData`, ...
+    pub const AMF0_DATA: u8 = 18;
+    /// Command (AMF0).
+    pub const AMF0_COMMAND: u8 = 20;
+    /// Aggregate.
+    pub const AGGREGATE: u8 = 22;
 }
