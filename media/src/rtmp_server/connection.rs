@@ -27,8 +27,9 @@ use crate::hooks::{split_stream_key, ClientInfo, Decision, PlayRequest, Role};
 use crate::live::{Frame, LiveStream};
 use crate::registry::AlreadyLive;
 
-/// Room for one read: a 20 ms tick of a 10 Mbps publisher; a keyframe takes a few reads in a row.
-const READ_ROOM: usize = 32 * 1024;
+/// Room for one read: a 50 ms tick (`--publish-read-interval-ms`) of a 10 Mbps publisher; a keyframe
+/// takes a few reads in a row.
+const READ_ROOM: usize = 64 * 1024;
 /// How long a playing client may stay silent: a day, i.e. only the write timeout applies.
 const PLAYER_READ_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Frames written to a player per wake-up, so one busy player cannot starve its own socket reads.
