@@ -586,6 +586,24 @@ async fn enqueue(
     }
 }
 
+/// A producer for tests of the code around it: no broker listens at its address, so nothing is ever
+/// acknowledged and what is queued waits in the `max_queue_bytes` budget. The task is returned unrun:
+/// while it is held, the channel stays open; once dropped, sends say the producer has stopped.
+#[cfg(test)]
+pub fn unconnected(
+    max_queue_bytes: usize,
+) -> (ProducerHandle, impl std::future::Future<Output = ()>) {
+    let settings = ProducerSettings {
+        brokers: "127.0.0.1:1".into(),
+        topic: "t".into(),
+        max_message_bytes: 1_000_000,
+        livedto_version: SchemaVersion::V1,
+        max_queue_bytes,
+        extra: Vec::new(),
+    };
+    start(settings, Duration::from_secs(1)).expect("producer config accepted by librdkafka")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -831,18 +849,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_budget_drops_new_segments_instead_of_blocking() {
         // No broker at all: nothing is ever acknowledged, so the budget only fills.
-        let (handle, _task) = start(
-            ProducerSettings {
-                brokers: "127.0.0.1:1".into(),
-                topic: "live".into(),
-                max_message_bytes: 1_000_000,
-                livedto_version: common::SchemaVersion::V1,
-                max_queue_bytes: 1 << 20,
-                extra: Vec::new(),
-            },
-            Duration::from_secs(1),
-        )
-        .expect("producer");
+        let (handle, _task) = unconnected(1 << 20);
         let seg = Bytes::from(vec![0u8; 400_000]);
         assert!(handle.send_segment(meta(1), seg.clone()).is_ok());
         assert!(handle.send_segment(meta(2), seg.clone()).is_ok());

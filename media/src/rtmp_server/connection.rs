@@ -641,19 +641,8 @@ mod tests {
     use rml_rtmp::time::RtmpTimestamp;
 
     fn context(registry: Registry) -> Arc<ServerContext> {
-        let (producer, _task) = crate::producer::start(
-            crate::producer::ProducerSettings {
-                // Nothing listens there: records wait in the queue budget, the session never blocks.
-                brokers: "127.0.0.1:1".into(),
-                topic: "t".into(),
-                max_message_bytes: 1_000_000,
-                livedto_version: common::SchemaVersion::V1,
-                max_queue_bytes: 64 << 20,
-                extra: Vec::new(),
-            },
-            Duration::from_secs(1),
-        )
-        .expect("producer");
+        // Records wait in the queue budget: the session never blocks on the broker.
+        let (producer, _task) = crate::producer::unconnected(64 << 20);
         let hooks = Hooks::new(HookUrls::default(), Duration::from_secs(1));
         Arc::new(ServerContext {
             app: "live".into(),
