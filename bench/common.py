@@ -707,7 +707,7 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
     return res
 
 
-def measure_cold_start(srv, streams, timeout=10):
+def measure_cold_start(srv, streams, timeout=30):
     """Starts a second edge and times process start -> every stream's playlist served with as many segments
     as the running edge lists (the full window), up to the same last segment or a newer one."""
     import http.client

@@ -2,7 +2,7 @@
 """Side-by-side benchmark: this project (Apache Kafka + media + one edge) against nginx-rtmp and any other
 running server given with --peer (e.g. MediaMTX), on this machine, one after the other (never together).
 
-    python3 bench/compare.py                      # everything, about 20 minutes on 2 cores
+    python3 bench/compare.py                      # everything, about 23 minutes on 2 cores
     python3 bench/compare.py --no-capacity        # without the capacity search (about 8 minutes)
     python3 bench/compare.py --publishers 20 --seconds 40 --no-capacity \
         --peer mediamtx=rtmp://127.0.0.1:1935/live,http://127.0.0.1:8888/live --peer-pid mediamtx=PID
@@ -18,6 +18,8 @@ running server given with --peer (e.g. MediaMTX), on this machine, one after the
        of --peer-pid (and its children) if given.
    Server CPU per stream-minute, peak RSS, segments produced vs expected, segment and LL-HLS part
    availability latency (ours), the edge's cold start (ours).
+   Paired (--paired, 20 by default): ours and nginx-rtmp at once, N publishers each, their CPU read over
+   the same windows (--paired-rounds x --paired-seconds), so drift between runs does not enter the ratio.
 2. Serving: wrk against a hot ~700 KB segment and a playlist on the edge, then on nginx's http {} server
    (sendfile on, worker_processes auto) serving the same bytes copied to tmpfs.
 3. Capacity: more publishers until segments go missing, each side alone, bounded in time.
@@ -163,6 +165,64 @@ def capacity(side, src, a, out, known_ok):
 
 
 LL_MJS = ROOT / "e2e" / "browser" / "ll.mjs"
+
+
+def paired(n, src, a, out):
+    """Both servers at once: ours (broker + media + edge) and nginx-rtmp, n publishers each, CPU read over
+    the same windows (--paired-rounds of --paired-seconds).
+
+    Why, beside the one-side-at-a-time ingest runs: on this VM a process's CPU for the same work drifts
+    between runs minutes apart (nginx-rtmp alone at 20 publishers measured 0.142 and 0.254 CPU-s per
+    stream-minute in two quiet runs), so a ratio of two such runs carries the drift of both. Side by
+    side, both servers see the same machine at the same moment. Only for a load that leaves the cores
+    room: 2n publishers run at once."""
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    procs = Procs(out)
+    res = {"publishers_each": n, "seconds": a.paired_seconds, "rounds": []}
+    try:
+        o = Ours(procs, env=a.our_env)
+        ng = Nginx(procs, rtmp=True, workers=1)
+        procs.cleanups.append(ng.cleanup)
+        ours_pubs = start_publishers(procs, n, o.rtmp_base, src, name="ours")
+        ng_pubs = start_publishers(procs, n, ng.rtmp_base, src, name="ngx")
+        wait = 30 + n * 0.3
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                live = o.stream_segments()
+                ready = len(live) >= n and all(v >= 1 for v in live.values())
+            except OSError:
+                ready = False
+            if ready and all(ng.last_fragment(f"ngx{i}") is not None for i in range(n)):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"not every stream went live within {wait:.0f} s")
+        time.sleep(a.warmup)
+        pids = {**{k: p for k, p in o.pids().items()}, **{f"nginx-{k}": p for k, p in ng.pids().items()}}
+
+        def snap():
+            return ({k: cpu_seconds(p) for k, p in pids.items()}, sum(cpu_seconds(p.pid) for p in ours_pubs),
+                    sum(cpu_seconds(p.pid) for p in ng_pubs), machine_jiffies(), time.time())
+        for _ in range(a.paired_rounds):
+            c0, po0, pn0, j0, t0 = snap()
+            time.sleep(a.paired_seconds)
+            c1, po1, pn1, j1, t1 = snap()
+            per = 60 / (t1 - t0) / n
+            d = {k: (c1[k] - c0[k]) * per for k in pids}
+            nginx = sum(v for k, v in d.items() if k.startswith("nginx-"))
+            res["rounds"].append({
+                "media": round(d["media"], 4), "broker": round(d["broker"], 4), "edge": round(d["edge"], 4),
+                "nginx": round(nginx, 4), "ratio": round(d["media"] / nginx, 3) if nginx else None,
+                "publishers_ours": round((po1 - po0) * per, 4), "publishers_nginx": round((pn1 - pn0) * per, 4),
+                "machine_cpu_busy_pct": round(100 * (j1[0] - j0[0]) / max(1, j1[1] - j0[1]), 1)})
+            log(f"  paired round: {json.dumps(res['rounds'][-1])}")
+        died = [p.bench_name for p in ours_pubs + ng_pubs if p.poll() is not None]
+        res["publishers_died"] = died
+    finally:
+        procs.stop_all()
+    return res
 
 
 def latency(sides, src, a, out):
@@ -376,6 +436,17 @@ def table(R, a):
         row(f"{n} publishers: edge peak RSS (cache {o['edge_cache_bytes'] / 2**20:.0f} MiB, "
             f"{o['edge_cache_bytes_used'] / 2**20:.0f} MiB used)", o["peak_rss_mb"]["edge"], None,
             f"<= {bound:.0f} MB", o["peak_rss_mb"]["edge"] <= bound, unit=" MB")
+    P = R.get("paired") or {}
+    for n, p in P.items():
+        rs = [x["ratio"] for x in p["rounds"] if x["ratio"] is not None]
+        med = sorted(rs)[len(rs) // 2] if rs else None
+        mm = sorted(x["media"] for x in p["rounds"])
+        nn = sorted(x["nginx"] for x in p["rounds"])
+        row(f"{n} publishers each, paired (both servers at once, the same {p['seconds']} s windows): CPU-s per "
+            f"stream-minute, media alone vs nginx, median of {len(rs)} rounds (rounds: "
+            + ", ".join(f"{x['ratio']}x" for x in p["rounds"]) + ")",
+            mm[len(mm) // 2] if mm else None, nn[len(nn) // 2] if nn else None, "<= 0.6x",
+            med is not None and med <= 0.6 and not p["publishers_died"], r=med)
     S = R.get("serving")
     if S:
         for what in ("segment", "playlist"):
@@ -441,6 +512,10 @@ def main():
     ap.add_argument("--publishers", default="20,100", help="publisher counts of the main runs [20,100]")
     ap.add_argument("--seconds", type=int, default=60, help="measured seconds per main run [60]")
     ap.add_argument("--warmup", type=int, default=10, help="seconds after every stream is live [10]")
+    ap.add_argument("--paired", default="20",
+                    help="publisher counts (each side) of the paired CPU runs, both servers at once; '' skips [20]")
+    ap.add_argument("--paired-seconds", type=int, default=40, help="seconds per paired round [40]")
+    ap.add_argument("--paired-rounds", type=int, default=3, help="rounds per paired run [3]")
     ap.add_argument("--no-serving", dest="serving", action="store_false", help="skip the wrk runs")
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-connections", type=int, default=50)
@@ -500,6 +575,10 @@ def main():
                                cold_start=(side == "ours"), our_env=a.our_env)
             R["ingest"][f"{name}-{n}"] = r
             log(f"  {json.dumps({k: r.get(k) for k in ('server_cpu_s_per_stream_min', 'media_cpu_s_per_stream_min', 'publishers_cpu_s_per_stream_min', 'machine_cpu_busy_pct', 'no_segment_missing', 'availability_latency_ms')})}")
+    R["paired"] = {}
+    for n in [int(x) for x in a.paired.split(",") if x.strip()]:
+        log(f"paired: ours and nginx at once, {n} publishers each, {a.paired_rounds} x {a.paired_seconds} s")
+        R["paired"][n] = paired(n, src, a, logs / f"paired-{n}")
     if a.latency:
         R["latency"] = latency(["ours", "nginx", *a.peers], src, a, logs / "latency")
     if a.serving:
