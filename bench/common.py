@@ -75,6 +75,11 @@ def machine_jiffies():
     return total - idle, total
 
 
+def busy_fraction(j0, j1):
+    """Share of all CPUs busy between two machine_jiffies() readings."""
+    return (j1[0] - j0[0]) / max(1, j1[1] - j0[1])
+
+
 def children(pid):
     """Direct children of pid (nginx's worker under its master)."""
     out = []
@@ -324,6 +329,14 @@ class Ours:
     def playlist(self, stream, port=None):
         return http_get(f"http://127.0.0.1:{port or self.eport}/live/{stream}/index.m3u8")
 
+    def all_live(self, n):
+        """Whether n streams are live, each with its first segment closed (False while media does not answer)."""
+        try:
+            live = self.stream_segments()
+        except OSError:
+            return False
+        return len(live) >= n and all(v >= 1 for v in live.values())
+
 
 def parse_prometheus(text):
     """[(name, {labels}, value)] from Prometheus text format."""
@@ -434,6 +447,10 @@ class Nginx:
             return None
         nums = [int(n) for n in re.findall(rf"^{re.escape(stream)}-(\d+)\.ts$", text, re.M)]
         return max(nums) if nums else None
+
+    def all_live(self, streams):
+        """Whether every one of `streams` has a fragment in its playlist."""
+        return all(self.last_fragment(s) is not None for s in streams)
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -575,13 +592,9 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
             if peer:
                 ready = all(peer.last_segment(s) is not None for s in streams)
             elif side == "ours":
-                try:
-                    live = len(srv.stream_segments())
-                    ready = live >= n and all(v >= 1 for v in srv.stream_segments().values())
-                except OSError:
-                    ready = False
+                ready = srv.all_live(n)
             else:
-                ready = all(ng.last_fragment(s) is not None for s in streams)
+                ready = ng.all_live(streams)
             if ready:
                 break
             time.sleep(0.5)
@@ -618,7 +631,7 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
         res["seconds"] = round(el, 1)
         sm = n * el / 60
         cpu = {k: s1["cpu"][k] - s0["cpu"][k] for k in server_pids}
-        busy = (s1["jiffies"][0] - s0["jiffies"][0]) / max(1, s1["jiffies"][1] - s0["jiffies"][1])
+        busy = busy_fraction(s0["jiffies"], s1["jiffies"])
         res["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
         res["cpu_s_per_stream_min"] = {k: round(v / sm, 4) for k, v in cpu.items()}
         res["server_cpu_s_per_stream_min"] = round(sum(cpu.values()) / sm, 4) if server_pids else None

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ROOT, SEGMENT_SECONDS, Nginx, Ours, Peer, Procs, bin_dir_default, clip, cpu_seconds, http_get,
-                    log, machine_jiffies, measure_ingest, rss_mb, start_publishers, wrk)
+                    busy_fraction, log, machine_jiffies, measure_ingest, pct, rss_mb, start_publishers, wrk)
 
 
 def serving(out, src, a):
@@ -189,18 +189,13 @@ def paired(n, src, a, out):
         wait = 30 + n * 0.3
         deadline = time.time() + wait
         while time.time() < deadline:
-            try:
-                live = o.stream_segments()
-                ready = len(live) >= n and all(v >= 1 for v in live.values())
-            except OSError:
-                ready = False
-            if ready and all(ng.last_fragment(f"ngx{i}") is not None for i in range(n)):
+            if o.all_live(n) and ng.all_live([f"ngx{i}" for i in range(n)]):
                 break
             time.sleep(0.5)
         else:
             raise RuntimeError(f"not every stream went live within {wait:.0f} s")
         time.sleep(a.warmup)
-        pids = {**{k: p for k, p in o.pids().items()}, **{f"nginx-{k}": p for k, p in ng.pids().items()}}
+        pids = {**o.pids(), **{f"nginx-{k}": p for k, p in ng.pids().items()}}
 
         def snap():
             return ({k: cpu_seconds(p) for k, p in pids.items()}, sum(cpu_seconds(p.pid) for p in ours_pubs),
@@ -216,7 +211,7 @@ def paired(n, src, a, out):
                 "media": round(d["media"], 4), "broker": round(d["broker"], 4), "edge": round(d["edge"], 4),
                 "nginx": round(nginx, 4), "ratio": round(d["media"] / nginx, 3) if nginx else None,
                 "publishers_ours": round((po1 - po0) * per, 4), "publishers_nginx": round((pn1 - pn0) * per, 4),
-                "machine_cpu_busy_pct": round(100 * (j1[0] - j0[0]) / max(1, j1[1] - j0[1]), 1)})
+                "machine_cpu_busy_pct": round(100 * busy_fraction(j0, j1), 1)})
             log(f"  paired round: {json.dumps(res['rounds'][-1])}")
         died = [p.bench_name for p in ours_pubs + ng_pubs if p.poll() is not None]
         res["publishers_died"] = died
@@ -439,13 +434,11 @@ def table(R, a):
     P = R.get("paired") or {}
     for n, p in P.items():
         rs = [x["ratio"] for x in p["rounds"] if x["ratio"] is not None]
-        med = sorted(rs)[len(rs) // 2] if rs else None
-        mm = sorted(x["media"] for x in p["rounds"])
-        nn = sorted(x["nginx"] for x in p["rounds"])
+        med = pct(rs, 50)
         row(f"{n} publishers each, paired (both servers at once, the same {p['seconds']} s windows): CPU-s per "
             f"stream-minute, media alone vs nginx, median of {len(rs)} rounds (rounds: "
             + ", ".join(f"{x['ratio']}x" for x in p["rounds"]) + ")",
-            mm[len(mm) // 2] if mm else None, nn[len(nn) // 2] if nn else None, "<= 0.6x",
+            pct([x["media"] for x in p["rounds"]], 50), pct([x["nginx"] for x in p["rounds"]], 50), "<= 0.6x",
             med is not None and med <= 0.6 and not p["publishers_died"], r=med)
     S = R.get("serving")
     if S:
@@ -559,7 +552,7 @@ def main():
     j0 = machine_jiffies()
     time.sleep(2)
     j1 = machine_jiffies()
-    busy_before = round(100 * (j1[0] - j0[0]) / max(1, j1[1] - j0[1]), 1)
+    busy_before = round(100 * busy_fraction(j0, j1), 1)
     if busy_before > 5:
         log(f"WARNING: the machine is already {busy_before}% busy; the figures will not be clean")
     t0 = time.time()
