@@ -294,7 +294,10 @@ class Ours:
         self.media = procs.spawn("media", [str(self.bin_dir / "media"), "--rtmp-listen", f"127.0.0.1:{self.rport}",
                                            "--http-listen", f"127.0.0.1:{self.hport}",
                                            "--kafka-brokers", self.kafka.addr, "--segment-seconds",
-                                           str(SEGMENT_SECONDS)], {"RUST_LOG": "info", **self.env})
+                                           str(SEGMENT_SECONDS)],
+                                 # media::producer at debug: one "segment delivered" line per segment, which
+                                 # splits the availability latency into its origin -> broker leg.
+                                 {"RUST_LOG": "info,media::producer=debug", **self.env})
         self.edge_options = list(edge_options or [])
         self.cache_bytes = cache_bytes
         self.edge = self.start_edge("edge", self.eport, edge_log)
@@ -353,6 +356,20 @@ def parse_prometheus(text):
 def metric(samples, name, **labels):
     """Sum of the samples of `name` whose labels include `labels`."""
     return sum(v for n, l, v in samples if n == name and all(l.get(k) == x for k, x in labels.items()))
+
+
+MEDIA_DELIVERED_LINE = re.compile(r"^(\S+)\s+DEBUG.*segment delivered.*?stream=(\S+)\s+seq=(\d+).*?ms=(\d+)")
+
+
+def media_delivered_lines(log_text):
+    """[(unix_time, stream, seq, ms)] from media's `segment delivered` debug lines: ms is segment queued ->
+    the broker acknowledged its last chunk."""
+    out = []
+    for line in log_text.splitlines():
+        m = MEDIA_DELIVERED_LINE.match(line)
+        if m:
+            out.append((parse_rfc3339(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
+    return out
 
 
 EDGE_LINE = re.compile(r"^(\S+)\s+DEBUG.*segment available.*?stream=(\S+)\s+seq=(\d+).*?latency_ms=(-?\d+)")
@@ -716,6 +733,14 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
                                           "max": max(lat) if lat else None}
         text = (out / "media.log").read_text()
         res["media_warnings"] = len(re.findall(r" WARN ", text))
+        # The two legs of the availability latency: media queued -> broker acknowledged, then
+        # acknowledged -> listed at the edge (same clock: one machine).
+        acked = {(s, q): (t, ms) for t, s, q, ms in media_delivered_lines(text)}
+        prod = [acked[(s, q)][1] for _, s, q, _ in inwin if (s, q) in acked]
+        after = [round((t - acked[(s, q)][0]) * 1000, 1) for t, s, q, _ in inwin if (s, q) in acked]
+        res["produce_latency_ms"] = {"segments": len(prod), "p50": pct(prod, 50), "p99": pct(prod, 99),
+                                     "max": max(prod) if prod else None}
+        res["acked_to_edge_ms"] = {"p50": pct(after, 50), "p99": pct(after, 99), "max": max(after) if after else None}
     res["no_segment_missing"] = bool(ok and not res["publishers_died"])
     return res
 

@@ -17,7 +17,8 @@ running server given with --peer (e.g. MediaMTX), on this machine, one after the
        playlists read at HLS_BASE/<stream>/index.m3u8 (or a template with {stream}); CPU and RSS from /proc
        of --peer-pid (and its children) if given.
    Server CPU per stream-minute, peak RSS, segments produced vs expected, segment and LL-HLS part
-   availability latency (ours), the edge's cold start (ours).
+   availability latency (ours) with its two legs (media queued -> broker acknowledged, acknowledged ->
+   listed at the edge), the edge's cold start (ours).
    Paired (--paired, 20 by default): ours and nginx-rtmp at once, N publishers each, their CPU read over
    the same windows (--paired-rounds x --paired-seconds), so drift between runs does not enter the ratio.
 2. Serving: wrk against a hot ~700 KB segment and a playlist on the edge, then on nginx's http {} server
@@ -419,6 +420,9 @@ def table(R, a):
         row(f"{n} publishers: availability latency p50 / p99 / max (closed at media -> listed at edge)",
             f"{lat['p50']} / {lat['p99']} / {lat['max']} ms", "n/a (no edge)", "p50 <= 20, p99 <= 100 ms",
             lat["p50"] is not None and lat["p50"] <= 20 and lat["p99"] <= 100)
+        pr, ae = o.get("produce_latency_ms") or {}, o.get("acked_to_edge_ms") or {}
+        row(f"{n} publishers: of which media queued -> broker acknowledged / acknowledged -> listed at edge, p50 / p99",
+            f"{pr.get('p50')} / {pr.get('p99')} ms; {ae.get('p50')} / {ae.get('p99')} ms", "n/a")
         pl = o.get("part_availability_latency_ms") or {}
         row(f"{n} publishers: LL-HLS part availability p50 / p99 / max (part closed at media -> listed at edge)",
             f"{pl.get('p50')} / {pl.get('p99')} / {pl.get('max')} ms ({pl.get('parts')} parts)", "n/a (no LL-HLS)")
