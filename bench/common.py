@@ -359,43 +359,35 @@ def metric(samples, name, **labels):
 
 
 MEDIA_DELIVERED_LINE = re.compile(r"^(\S+)\s+DEBUG.*segment delivered.*?stream=(\S+)\s+seq=(\d+).*?ms=(\d+)")
+EDGE_LINE = re.compile(r"^(\S+)\s+DEBUG.*segment available.*?stream=(\S+)\s+seq=(\d+).*?latency_ms=(-?\d+)")
+PART_LINE = re.compile(r"^(\S+)\s+DEBUG.*part available.*?stream=(\S+)\s+seq=(\d+)\s+part=(\d+).*?latency_ms=(-?\d+)")
+
+
+def log_lines(pattern, log_text):
+    """[(unix_time, stream, int, ...)] from the lines `pattern` matches: its first group is tracing's RFC 3339
+    time, its second the stream, every further group an integer."""
+    out = []
+    for line in log_text.splitlines():
+        m = pattern.match(line)
+        if m:
+            out.append((parse_rfc3339(m.group(1)), m.group(2), *(int(g) for g in m.groups()[2:])))
+    return out
 
 
 def media_delivered_lines(log_text):
     """[(unix_time, stream, seq, ms)] from media's `segment delivered` debug lines: ms is segment queued ->
     the broker acknowledged its last chunk."""
-    out = []
-    for line in log_text.splitlines():
-        m = MEDIA_DELIVERED_LINE.match(line)
-        if m:
-            out.append((parse_rfc3339(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
-    return out
-
-
-EDGE_LINE = re.compile(r"^(\S+)\s+DEBUG.*segment available.*?stream=(\S+)\s+seq=(\d+).*?latency_ms=(-?\d+)")
-
-
-PART_LINE = re.compile(r"^(\S+)\s+DEBUG.*part available.*?stream=(\S+)\s+seq=(\d+)\s+part=(\d+).*?latency_ms=(-?\d+)")
+    return log_lines(MEDIA_DELIVERED_LINE, log_text)
 
 
 def edge_part_lines(log_text):
     """[(unix_time, stream, seq, part, latency_ms)] from the edge's `part available` debug lines (LL-HLS)."""
-    out = []
-    for line in log_text.splitlines():
-        m = PART_LINE.match(line)
-        if m:
-            out.append((parse_rfc3339(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4)), int(m.group(5))))
-    return out
+    return log_lines(PART_LINE, log_text)
 
 
 def edge_segment_lines(log_text):
     """[(unix_time, stream, seq, latency_ms)] from the edge's `segment available` debug lines."""
-    out = []
-    for line in log_text.splitlines():
-        m = EDGE_LINE.match(line)
-        if m:
-            out.append((parse_rfc3339(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))))
-    return out
+    return log_lines(EDGE_LINE, log_text)
 
 
 def parse_rfc3339(s):
@@ -736,8 +728,9 @@ def measure_ingest(side, n, seconds, settle, out, src, cold_start=False, edge_op
         # The two legs of the availability latency: media queued -> broker acknowledged, then
         # acknowledged -> listed at the edge (same clock: one machine).
         acked = {(s, q): (t, ms) for t, s, q, ms in media_delivered_lines(text)}
-        prod = [acked[(s, q)][1] for _, s, q, _ in inwin if (s, q) in acked]
-        after = [round((t - acked[(s, q)][0]) * 1000, 1) for t, s, q, _ in inwin if (s, q) in acked]
+        legs = [(acked[(s, q)], t) for t, s, q, _ in inwin if (s, q) in acked]
+        prod = [ms for (_, ms), _ in legs]
+        after = [round((t - t_acked) * 1000, 1) for (t_acked, _), t in legs]
         res["produce_latency_ms"] = {"segments": len(prod), "p50": pct(prod, 50), "p99": pct(prod, 99),
                                      "max": max(prod) if prod else None}
         res["acked_to_edge_ms"] = {"p50": pct(after, 50), "p99": pct(after, 99), "max": max(after) if after else None}
