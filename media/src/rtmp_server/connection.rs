@@ -15,11 +15,11 @@ use bytes::Bytes;
 use media::rtmp::command::Publish;
 use media::rtmp::session::{Config, RequestId};
 use media::rtmp::{self, aggregate, kind, Event, ServerSession};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::link::{Link, LinkError, Received, Socket};
 use super::outcome::{EndReason, Refusal};
 use super::{pacing, ServerContext};
 use crate::broadcast::Broadcast;
@@ -67,15 +67,10 @@ enum Active {
     },
 }
 
-/// A connection's byte stream: a TCP socket, or an in-memory pipe in tests.
-pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
-
 /// Runs a connection whose handshake is done (`remaining`: what the client sent after it) to its end;
 /// never panics the server, logs why it ended.
 pub async fn run(
-    mut socket: impl Socket,
+    socket: impl Socket,
     peer: SocketAddr,
     remaining: Vec<u8>,
     ctx: Arc<ServerContext>,
@@ -97,9 +92,10 @@ pub async fn run(
         dropped: 0,
         unknown: 0,
     };
-    let result = conn.drive(&mut socket, remaining, &cancel).await;
+    let mut link = Link::new(socket);
+    let result = conn.drive(&mut link, remaining, &cancel).await;
     conn.finish().await;
-    let _ = socket.shutdown().await;
+    link.shutdown().await;
     match result {
         Ok(()) => debug!(%peer, "connection closed"),
         Err(SessionError::Ended(why)) => warn!(%peer, "{why}"),
@@ -124,23 +120,10 @@ struct Connection {
     unknown: u64,
 }
 
-/// Reads the socket, first waiting until `not_before` if set; the idle timeout counts from then.
-async fn paced_read(
-    socket: &mut impl Socket,
-    buf: &mut bytes::BytesMut,
-    not_before: Option<tokio::time::Instant>,
-    timeout: Duration,
-) -> Result<std::io::Result<usize>, tokio::time::error::Elapsed> {
-    if let Some(at) = not_before {
-        tokio::time::sleep_until(at).await;
-    }
-    tokio::time::timeout(timeout, socket.read_buf(buf)).await
-}
-
 impl Connection {
     async fn drive(
         &mut self,
-        socket: &mut impl Socket,
+        socket: &mut Link<impl Socket>,
         remaining: Vec<u8>,
         cancel: &CancellationToken,
     ) -> Result<(), SessionError> {
@@ -155,6 +138,8 @@ impl Connection {
         update.reset();
         // Set after a publisher's read drained the socket: do not read again before then (`pacing`).
         let mut read_at: Option<tokio::time::Instant> = None;
+        // Off the reactor, when bytes last arrived: the idle timeout counts from then.
+        let mut last_bytes = tokio::time::Instant::now();
         loop {
             if let Some(why) = self.close.take() {
                 return Err(why.into());
@@ -191,19 +176,35 @@ impl Connection {
                     self.flush(socket, &mut session).await?;
                 }
                 // Straight into the session's chunk reader: no intermediate buffer, no copy.
-                read = paced_read(socket, session.read_buffer(READ_ROOM), read_at, read_timeout) => {
+                read = socket.read(session.read_buffer(READ_ROOM), read_at, read_timeout) => {
                     let n = match read {
-                        Err(_) => return Err(SessionError::Idle(idle)),
-                        Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(n)) => n,
-                        Ok(Err(e)) => return Err(e.into()),
+                        Err(LinkError::TimedOut) => return Err(SessionError::Idle(idle)),
+                        Err(LinkError::Io(e)) => return Err(e.into()),
+                        Ok(Received::Nothing) if last_bytes.elapsed() >= idle => {
+                            return Err(SessionError::Idle(idle))
+                        }
+                        Ok(Received::Nothing) => 0,
+                        Ok(Received::Bytes(0)) => return Ok(()),
+                        Ok(Received::Bytes(n)) => n,
                     };
-                    // A full read means more may be waiting: read on at once.
-                    let publishing = matches!(self.active, Some(Active::Publishing { .. }));
-                    read_at = match self.ctx.publish_read_interval {
-                        Some(period) if publishing && n < READ_ROOM => Some(pacing::next_read(period)),
+                    if n > 0 {
+                        last_bytes = tokio::time::Instant::now();
+                    }
+                    // A publisher is read on the shared clock, off the reactor where its socket can
+                    // be; on it, a full read means more may be waiting: read on at once.
+                    let paced = matches!(self.active, Some(Active::Publishing { .. }))
+                        .then_some(self.ctx.publish_read_interval)
+                        .flatten();
+                    socket.set_off_reactor(paced.is_some())?;
+                    read_at = match paced {
+                        Some(period) if socket.is_off_reactor() || n < READ_ROOM => {
+                            Some(pacing::next_read(period))
+                        }
                         _ => None,
                     };
+                    if n == 0 {
+                        continue;
+                    }
                     session.received(n)?;
                     self.events(&mut session).await?;
                     self.flush(socket, &mut session).await?;
@@ -246,16 +247,20 @@ impl Connection {
 
     async fn flush(
         &self,
-        socket: &mut impl Socket,
+        socket: &mut Link<impl Socket>,
         session: &mut ServerSession,
     ) -> Result<(), SessionError> {
         if session.output().is_empty() {
             return Ok(());
         }
         let idle = self.ctx.idle_timeout;
-        tokio::time::timeout(idle, socket.write_all(session.output()))
+        socket
+            .write_all(session.output(), idle)
             .await
-            .map_err(|_| SessionError::Idle(idle))??;
+            .map_err(|e| match e {
+                LinkError::TimedOut => SessionError::Idle(idle),
+                LinkError::Io(e) => e.into(),
+            })?;
         session.clear_output();
         Ok(())
     }
@@ -545,7 +550,7 @@ impl Connection {
     async fn stop_playing(
         &mut self,
         session: &mut ServerSession,
-        socket: &mut impl Socket,
+        socket: &mut Link<impl Socket>,
     ) -> Result<(), SessionError> {
         self.player_rx = None;
         if let Some(Active::Playing {
@@ -639,8 +644,17 @@ mod tests {
     use rml_rtmp::messages::RtmpMessage;
     use rml_rtmp::rml_amf0::Amf0Value;
     use rml_rtmp::time::RtmpTimestamp;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn context(registry: Registry) -> Arc<ServerContext> {
+        context_with(registry, None, Duration::from_secs(5))
+    }
+
+    fn context_with(
+        registry: Registry,
+        publish_read_interval: Option<Duration>,
+        idle_timeout: Duration,
+    ) -> Arc<ServerContext> {
         // Records wait in the queue budget: the session never blocks on the broker.
         let (producer, _task) = crate::producer::unconnected(64 << 20);
         let hooks = Hooks::new(HookUrls::default(), Duration::from_secs(1));
@@ -649,8 +663,8 @@ mod tests {
             segment: Duration::from_secs(2),
             part_target: Some(Duration::from_millis(334)),
             handshake_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(5),
-            publish_read_interval: None,
+            idle_timeout,
+            publish_read_interval,
             registry,
             producer,
             hooks: hooks.clone(),
@@ -786,6 +800,92 @@ mod tests {
             .expect("the session ends when the client leaves")
             .expect("no panic");
         assert!(registry.get("cam").is_none(), "the name is released");
+    }
+
+    /// A connected pair of loopback TCP sockets: the client's end, and the server's.
+    async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream, SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        (client, server, peer)
+    }
+
+    #[tokio::test]
+    async fn a_paced_publisher_off_the_reactor_is_segmented_and_ends_when_it_leaves() {
+        let registry = Registry::default();
+        let ctx = context_with(
+            registry.clone(),
+            Some(Duration::from_millis(20)),
+            Duration::from_secs(5),
+        );
+        let (mut client, server, peer) = tcp_pair().await;
+        let session = tokio::spawn(run(server, peer, Vec::new(), ctx, CancellationToken::new()));
+        // The client also reads what the server says (the connect and publish answers arrive while
+        // the socket is off the reactor), so a full send buffer never stalls the test.
+        let (mut rx, mut tx) = client.split();
+        let answers = async {
+            let mut answer = Vec::new();
+            let _ = rx.read_to_end(&mut answer).await;
+            answer
+        };
+        let publish = async {
+            // Spread over many ticks, so most of it is read off the reactor.
+            for piece in publish_bytes("live", true).chunks(1777) {
+                tx.write_all(piece).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(
+                wait_for(|| registry.get("cam").is_some()).await,
+                "the publisher is live"
+            );
+            let live = registry.get("cam").expect("live");
+            assert!(
+                wait_for(|| live.segments.load(Ordering::Relaxed) >= 2).await,
+                "segments: {}",
+                live.segments.load(Ordering::Relaxed)
+            );
+            tx.shutdown().await.expect("shutdown");
+        };
+        let (answer, ()) = tokio::join!(answers, publish);
+        let status = b"NetStream.Publish.Start";
+        assert!(
+            answer.windows(status.len()).any(|w| w == status),
+            "publish answer in {} bytes",
+            answer.len()
+        );
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends when the client leaves")
+            .expect("no panic");
+        assert!(registry.get("cam").is_none(), "the name is released");
+    }
+
+    #[tokio::test]
+    async fn a_silent_publisher_off_the_reactor_times_out() {
+        let registry = Registry::default();
+        let idle = Duration::from_millis(300);
+        let ctx = context_with(registry.clone(), Some(Duration::from_millis(20)), idle);
+        let (mut client, server, peer) = tcp_pair().await;
+        let session = tokio::spawn(run(server, peer, Vec::new(), ctx, CancellationToken::new()));
+        client
+            .write_all(&publish_bytes("live", false))
+            .await
+            .expect("write");
+        assert!(
+            wait_for(|| registry.get("cam").is_some()).await,
+            "the publisher is live"
+        );
+        // Then nothing, with the connection open: the session ends on the idle timeout, not never.
+        tokio::time::timeout(idle * 10, session)
+            .await
+            .expect("the idle timeout ends the session")
+            .expect("no panic");
+        assert!(registry.get("cam").is_none(), "the name is released");
+        drop(client);
     }
 
     #[tokio::test]

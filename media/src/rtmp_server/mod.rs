@@ -8,6 +8,7 @@
 
 mod connection;
 mod handshake;
+mod link;
 mod outcome;
 mod pacing;
 

@@ -6,7 +6,9 @@
 //! showed to be most of media's CPU. On a shared clock the deadlines of all sleeping connections fall in
 //! the same timer slot, so the runtime wakes once per tick and reads every publisher's accumulated bytes
 //! in a row, whatever the number of publishers. The price is at most one tick of extra ingest delay,
-//! small next to a part (1/3 s) or a segment.
+//! small next to a part (1/3 s) or a segment. The clock alone does not stop the kernel waking the
+//! runtime for every arrival on a registered socket; `link.rs` takes a publisher's socket off the
+//! reactor for that.
 
 use std::sync::OnceLock;
 use std::time::Duration;
