@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::link::{Link, LinkError, Received, Socket};
+use super::link::{self, Link, LinkError, Received, Socket};
 use super::outcome::{EndReason, Refusal};
 use super::{pacing, ServerContext};
 use crate::broadcast::Broadcast;
@@ -196,10 +196,14 @@ impl Connection {
                         .then_some(self.ctx.publish_read_interval)
                         .flatten();
                     socket.set_off_reactor(paced.is_some())?;
+                    let drained = n
+                        < if socket.is_off_reactor() {
+                            link::TICK_MAX
+                        } else {
+                            READ_ROOM
+                        };
                     read_at = match paced {
-                        Some(period) if socket.is_off_reactor() || n < READ_ROOM => {
-                            Some(pacing::next_read(period))
-                        }
+                        Some(period) if drained => Some(pacing::next_read(period)),
                         _ => None,
                     };
                     if n == 0 {
@@ -824,8 +828,7 @@ mod tests {
         );
         let (mut client, server, peer) = tcp_pair().await;
         let session = tokio::spawn(run(server, peer, Vec::new(), ctx, CancellationToken::new()));
-        // The client also reads what the server says (the connect and publish answers arrive while
-        // the socket is off the reactor), so a full send buffer never stalls the test.
+        // The client also reads what the server says, so a full send buffer never stalls the test.
         let (mut rx, mut tx) = client.split();
         let answers = async {
             let mut answer = Vec::new();
@@ -871,15 +874,20 @@ mod tests {
         let ctx = context_with(registry.clone(), Some(Duration::from_millis(20)), idle);
         let (mut client, server, peer) = tcp_pair().await;
         let session = tokio::spawn(run(server, peer, Vec::new(), ctx, CancellationToken::new()));
-        client
-            .write_all(&publish_bytes("live", false))
-            .await
-            .expect("write");
+        let commands = publish_bytes("live", false);
+        client.write_all(&commands).await.expect("write");
         assert!(
             wait_for(|| registry.get("cam").is_some()).await,
             "the publisher is live"
         );
-        // Then nothing, with the connection open: the session ends on the idle timeout, not never.
+        // Some media over several ticks, so the socket is off the reactor (the first read after the
+        // publish takes it off), then nothing with the connection open: the session ends on the idle
+        // timeout, not never.
+        let media = publish_bytes("live", true);
+        for piece in media[commands.len()..].chunks(1777).take(10) {
+            client.write_all(piece).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         tokio::time::timeout(idle * 10, session)
             .await
             .expect("the idle timeout ends the session")
