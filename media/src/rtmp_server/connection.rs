@@ -650,6 +650,8 @@ mod tests {
     use rml_rtmp::time::RtmpTimestamp;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    use crate::rtmp_server::link::tests::tcp_pair;
+
     fn context(registry: Registry) -> Arc<ServerContext> {
         context_with(registry, None, Duration::from_secs(5))
     }
@@ -769,6 +771,30 @@ mod tests {
         false
     }
 
+    /// `cam` once it is live and has closed `n` segments (fails the test if that takes too long).
+    async fn live_with_segments(registry: &Registry, n: u64) -> Arc<LiveStream> {
+        assert!(
+            wait_for(|| registry.get("cam").is_some()).await,
+            "the publisher is live"
+        );
+        let live = registry.get("cam").expect("live");
+        assert!(
+            wait_for(|| live.segments.load(Ordering::Relaxed) >= n).await,
+            "segments: {}",
+            live.segments.load(Ordering::Relaxed)
+        );
+        live
+    }
+
+    /// The session ends (the client left) without a panic, and `cam` is free again.
+    async fn ended_and_released(session: tokio::task::JoinHandle<()>, registry: &Registry) {
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends when the client leaves")
+            .expect("no panic");
+        assert!(registry.get("cam").is_none(), "the name is released");
+    }
+
     #[tokio::test]
     async fn a_publisher_goes_live_is_segmented_and_ends_when_it_leaves() {
         let registry = Registry::default();
@@ -782,40 +808,15 @@ mod tests {
         for piece in bytes.chunks(1777) {
             client.write_all(piece).await.expect("write");
         }
-        assert!(
-            wait_for(|| registry.get("cam").is_some()).await,
-            "the publisher is live"
-        );
-        let live = registry.get("cam").expect("live");
         // 6 s of media with 2 s segments: at least two closed before the publisher leaves.
-        assert!(
-            wait_for(|| live.segments.load(Ordering::Relaxed) >= 2).await,
-            "segments: {}",
-            live.segments.load(Ordering::Relaxed)
-        );
+        let live = live_with_segments(&registry, 2).await;
         let codecs = live.tracks().codecs;
         assert!(
             codecs.starts_with("avc1.64") && codecs.ends_with(",mp4a.40.2"),
             "{codecs}"
         );
         drop(client);
-        tokio::time::timeout(Duration::from_secs(5), session)
-            .await
-            .expect("the session ends when the client leaves")
-            .expect("no panic");
-        assert!(registry.get("cam").is_none(), "the name is released");
-    }
-
-    /// A connected pair of loopback TCP sockets: the client's end, and the server's.
-    async fn tcp_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream, SocketAddr) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
-            .await
-            .expect("connect");
-        let (server, peer) = listener.accept().await.expect("accept");
-        (client, server, peer)
+        ended_and_released(session, &registry).await;
     }
 
     #[tokio::test]
@@ -841,16 +842,7 @@ mod tests {
                 tx.write_all(piece).await.expect("write");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert!(
-                wait_for(|| registry.get("cam").is_some()).await,
-                "the publisher is live"
-            );
-            let live = registry.get("cam").expect("live");
-            assert!(
-                wait_for(|| live.segments.load(Ordering::Relaxed) >= 2).await,
-                "segments: {}",
-                live.segments.load(Ordering::Relaxed)
-            );
+            live_with_segments(&registry, 2).await;
             tx.shutdown().await.expect("shutdown");
         };
         let (answer, ()) = tokio::join!(answers, publish);
@@ -860,11 +852,7 @@ mod tests {
             "publish answer in {} bytes",
             answer.len()
         );
-        tokio::time::timeout(Duration::from_secs(5), session)
-            .await
-            .expect("the session ends when the client leaves")
-            .expect("no panic");
-        assert!(registry.get("cam").is_none(), "the name is released");
+        ended_and_released(session, &registry).await;
     }
 
     #[tokio::test]

@@ -254,17 +254,27 @@ fn write_available(mut tcp: &std::net::TcpStream, data: &[u8]) -> io::Result<usi
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    /// A connected pair of loopback TCP sockets: the client's end, the server's, and the client's address.
+    pub(in crate::rtmp_server) async fn tcp_pair() -> (
+        tokio::net::TcpStream,
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
             .await
             .expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (server, peer) = listener.accept().await.expect("accept");
+        (client, server, peer)
+    }
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let (client, server, _) = tcp_pair().await;
         (client, server)
     }
 
