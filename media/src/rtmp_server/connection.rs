@@ -138,8 +138,6 @@ impl Connection {
         update.reset();
         // Set after a publisher's read drained the socket: do not read again before then (`pacing`).
         let mut read_at: Option<tokio::time::Instant> = None;
-        // Off the reactor, when bytes last arrived: the idle timeout counts from then.
-        let mut last_bytes = tokio::time::Instant::now();
         loop {
             if let Some(why) = self.close.take() {
                 return Err(why.into());
@@ -180,16 +178,10 @@ impl Connection {
                     let n = match read {
                         Err(LinkError::TimedOut) => return Err(SessionError::Idle(idle)),
                         Err(LinkError::Io(e)) => return Err(e.into()),
-                        Ok(Received::Nothing) if last_bytes.elapsed() >= idle => {
-                            return Err(SessionError::Idle(idle))
-                        }
                         Ok(Received::Nothing) => 0,
                         Ok(Received::Bytes(0)) => return Ok(()),
                         Ok(Received::Bytes(n)) => n,
                     };
-                    if n > 0 {
-                        last_bytes = tokio::time::Instant::now();
-                    }
                     // A publisher is read on the shared clock, off the reactor where its socket can
                     // be; on it, a full read means more may be waiting: read on at once.
                     let paced = matches!(self.active, Some(Active::Publishing { .. }))

@@ -84,6 +84,8 @@ enum State<S> {
         tcp: std::net::TcpStream,
         /// Room of the next read.
         room: usize,
+        /// When bytes last came (or the socket left the reactor): the read timeout counts from then.
+        last_bytes: Instant,
     },
     /// Only while moving between the two, or after a move failed (every use then fails).
     Moving,
@@ -118,6 +120,7 @@ impl<S: Socket> Link<S> {
                 Ok(tcp) => State::OffReactor {
                     tcp: tcp?,
                     room: ROOM_START,
+                    last_bytes: Instant::now(),
                 },
                 Err(s) => State::OnReactor(s),
             },
@@ -130,7 +133,8 @@ impl<S: Socket> Link<S> {
 
     /// Reads into `buf` (reserving room as needed). On the reactor: waits until `not_before` if set,
     /// then until bytes arrive, at most `timeout`. Off it: waits until `not_before` (the next tick),
-    /// then reads whatever the kernel holds without waiting, up to [`TICK_MAX`].
+    /// then reads whatever the kernel holds without waiting, up to [`TICK_MAX`]; nothing for `timeout`
+    /// since the last bytes times out there too.
     pub async fn read(
         &mut self,
         buf: &mut BytesMut,
@@ -148,13 +152,19 @@ impl<S: Socket> Link<S> {
                 Ok(n) => Ok(Received::Bytes(n?)),
                 Err(_) => Err(LinkError::TimedOut),
             },
-            State::OffReactor { tcp, room } => {
-                let got = read_available(tcp, buf, *room, &mut self.failed)?;
-                if let Received::Bytes(n) = got {
+            State::OffReactor {
+                tcp,
+                room,
+                last_bytes,
+            } => match read_available(tcp, buf, *room, &mut self.failed)? {
+                Received::Nothing if last_bytes.elapsed() >= timeout => Err(LinkError::TimedOut),
+                Received::Nothing => Ok(Received::Nothing),
+                Received::Bytes(n) => {
                     *room = next_room(n);
+                    *last_bytes = Instant::now();
+                    Ok(Received::Bytes(n))
                 }
-                Ok(got)
-            }
+            },
             State::Moving => Err(moved().into()),
         }
     }
